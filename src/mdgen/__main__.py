@@ -1,0 +1,5 @@
+import sys
+
+from mdgen.cli import main
+
+sys.exit(main())

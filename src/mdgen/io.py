@@ -1,0 +1,63 @@
+"""Files: image folders in the real-data layout, atomic writes, JSON."""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp"}
+
+
+def natural_key(name: str) -> list:
+    """Sort key that orders embedded numbers by value: ID_2 before ID_10."""
+    return [int(tok) if tok.isdigit() else tok.lower() for tok in re.split(r"(\d+)", name)]
+
+
+def list_images(folder: str | Path) -> list[Path]:
+    """Image files directly in `folder` (png/jpg/jpeg/bmp, any case), natural order."""
+    files = [p for p in Path(folder).iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+    return sorted(files, key=lambda p: natural_key(p.name))
+
+
+def list_users(data_dir: str | Path) -> list[str]:
+    """User sub-folders of `data_dir` in natural order (the label of a user is its index here)."""
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise FileNotFoundError(f"data folder {data_dir} does not exist (expected one sub-folder per user)")
+    users = sorted((p.name for p in data_dir.iterdir() if p.is_dir() and not p.name.startswith(".")), key=natural_key)
+    if not users:
+        raise ValueError(f"data folder {data_dir} has no user sub-folders (expected e.g. {data_dir}/ID_1/*.png)")
+    return users
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds.
+
+    Works for files and folders: whatever the block creates at the temporary path replaces
+    `path` as a whole, so a crash never leaves a half-written output for DVC to cache.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    target = tmp / path.name
+    try:
+        yield target
+        if not target.exists():
+            raise RuntimeError(f"nothing was written for {path}")
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        os.replace(target, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def write_json(path: str | Path, obj) -> None:
+    """Write JSON atomically (indent 2, trailing newline)."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2) + "\n")

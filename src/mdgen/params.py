@@ -1,0 +1,119 @@
+"""params.yaml: one schema, typed access, errors that name the key.
+
+Defaults live in params.yaml only; this file says what each key must be. A key that
+is not in the schema, or a value of the wrong type or range, is an error that names
+the key, the value and what was expected -- before any stage writes anything.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+
+class ParamsError(ValueError):
+    """params.yaml is missing a key, has an unknown one, or a value is out of range."""
+
+
+@dataclass(frozen=True)
+class Spec:
+    kind: type | tuple[type, ...]
+    check: Callable[[Any], bool] | None = None
+    expect: str = ""
+    optional: bool = False  # the key may hold null
+
+
+def Int(lo: int | None = None, hi: int | None = None, optional: bool = False) -> Spec:
+    rng = f" in [{lo if lo is not None else '-inf'}, {hi if hi is not None else 'inf'}]"
+    return Spec(int, lambda v: (lo is None or v >= lo) and (hi is None or v <= hi), "an integer" + rng, optional)
+
+
+def Float(lo: float | None = None, hi: float | None = None, lo_open=False, hi_open=False, optional=False) -> Spec:
+    def ok(v):
+        if not math.isfinite(v):
+            return False
+        if lo is not None and (v <= lo if lo_open else v < lo):
+            return False
+        return not (hi is not None and (v >= hi if hi_open else v > hi))
+    lb = ("(" if lo_open else "[") + (str(lo) if lo is not None else "-inf")
+    ub = (str(hi) if hi is not None else "inf") + (")" if hi_open else "]")
+    return Spec((int, float), ok, f"a number in {lb}, {ub}", optional)
+
+
+def Choice(*options: str) -> Spec:
+    return Spec(str, lambda v: v in options, "one of " + " | ".join(options))
+
+
+def Str(optional: bool = False) -> Spec:
+    return Spec(str, lambda v: len(v) > 0, "a non-empty string", optional)
+
+
+def Bool() -> Spec:
+    return Spec(bool, None, "true or false")
+
+
+SCHEMA: dict[str, Spec] = {
+    "seed": Int(0),
+    "data.dir": Str(),
+    "data.image_size": Int(16, 4096),
+    "simulate.users": Int(2, 1000),
+    "simulate.images_per_user": Int(2, 100000),
+    "split.val_fraction": Float(0.0, 1.0, lo_open=True, hi_open=True),
+    "split.mode": Choice("blocks", "random"),
+    "split.block_size": Int(1),
+    "split.gap": Int(0),
+}
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
+    flat = {}
+    for k, v in tree.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v and any(s.startswith(key + ".") for s in SCHEMA):
+            flat.update(_flatten(v, key + "."))
+        else:
+            flat[key] = v
+    return flat
+
+
+def validate(key: str, value: Any, source: str = "params.yaml") -> Any:
+    if key not in SCHEMA:
+        raise ParamsError(f"{source}: unknown key '{key}' (known keys: {', '.join(SCHEMA)})")
+    spec = SCHEMA[key]
+    if value is None and spec.optional:
+        return None
+    # bool is an int subclass in Python; `lr: true` must not pass as 1
+    if isinstance(value, bool) and spec.kind is not bool:
+        ok = False
+    else:
+        ok = isinstance(value, spec.kind) and (spec.check is None or spec.check(value))
+    if not ok:
+        raise ParamsError(f"{source}: {key} = {value!r}: expected {spec.expect}")
+    return float(value) if spec.kind == (int, float) else value
+
+
+def load_params(path: str | Path = "params.yaml") -> dict[str, Any]:
+    """Read and validate the whole file; returns a flat {'section.key': value} dict."""
+    path = Path(path)
+    if not path.is_file():
+        raise ParamsError(f"{path} not found (run from the repository root or pass --params)")
+    try:
+        tree = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ParamsError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(tree, dict):
+        raise ParamsError(f"{path}: expected a mapping of sections at the top level")
+    flat = {k: validate(k, v, str(path)) for k, v in _flatten(tree).items()}
+    missing = [k for k in SCHEMA if k not in flat]
+    if missing:
+        raise ParamsError(f"{path}: missing keys {', '.join(missing)}")
+    return flat
+
+
+def read(keys: list[str], path: str | Path = "params.yaml") -> dict[str, Any]:
+    """The validated values of `keys` (a stage reads only what dvc.yaml lists for it)."""
+    flat = load_params(path)
+    return {k: flat[k] for k in keys}

@@ -1,0 +1,46 @@
+import subprocess
+import sys
+
+import pytest
+
+from mdgen import params
+from mdgen.params import ParamsError
+from tests.conftest import REPO
+
+
+def test_repo_params_are_valid():
+    flat = params.load_params(REPO / "params.yaml")
+    assert set(flat) == set(params.SCHEMA)
+
+
+@pytest.mark.parametrize("key,value,expect", [
+    ("split.val_fraction", 1.0, r"split.val_fraction = 1.0: expected a number in \(0.0, 1.0\)"),
+    ("split.val_fraction", "0.2", r"expected a number"),
+    ("split.mode", "kfold", r"split.mode = 'kfold': expected one of blocks \| random"),
+    ("simulate.users", True, r"simulate.users = True: expected an integer"),
+    ("seed", -1, r"seed = -1"),
+])
+def test_bad_values_name_key_and_expectation(key, value, expect):
+    with pytest.raises(ParamsError, match=expect):
+        params.validate(key, value)
+
+
+def test_unknown_and_missing_keys(tmp_path):
+    text = (REPO / "params.yaml").read_text()
+    p = tmp_path / "params.yaml"
+    p.write_text(text + "\nsplit_typo: 3\n")
+    with pytest.raises(ParamsError, match="unknown key 'split_typo'"):
+        params.load_params(p)
+    p.write_text(text.replace("  gap: 1", ""))
+    with pytest.raises(ParamsError, match="missing keys split.gap"):
+        params.load_params(p)
+
+
+def test_cli_bad_param_is_one_line_error(tmp_path):
+    text = (REPO / "params.yaml").read_text().replace("val_fraction: 0.2", "val_fraction: 1.5")
+    (tmp_path / "params.yaml").write_text(text)
+    p = subprocess.run([sys.executable, "-m", "mdgen", "split"], cwd=tmp_path, capture_output=True, text=True)
+    assert p.returncode == 1
+    assert p.stderr.strip().count("\n") == 0
+    assert "split.val_fraction = 1.5" in p.stderr and "expected a number in (0.0, 1.0)" in p.stderr
+    assert not (tmp_path / "data").exists()
