@@ -72,3 +72,37 @@ def dvc_repo(tmp_path) -> DvcRepo:
     repo.run("git", "add", "-A")
     repo.run("git", "commit", "-qm", "init")
     return repo
+
+
+def write_params(path: Path, overrides: dict) -> Path:
+    """The repo's params.yaml with `overrides` merged in, written to `path`."""
+    tree = _merge(yaml.safe_load((REPO / "params.yaml").read_text()), overrides)
+    path.write_text(yaml.safe_dump(tree, sort_keys=False))
+    return path
+
+
+def make_image_folder(root: Path, users: int = 2, per_user: int = 4, size: int = 64, seed: int = 0) -> Path:
+    """A tiny folder in the real-data layout: smooth random colour images, one folder per user."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for u in range(1, users + 1):
+        (root / f"ID_{u}").mkdir(parents=True, exist_ok=True)
+        for k in range(per_user):
+            base = rng.uniform(0, 255, size=(4, 4, 3))
+            img = np.kron(base, np.ones((size // 4, size // 4, 1))).astype(np.uint8)
+            Image.fromarray(img).save(root / f"ID_{u}" / f"ID{u}_case1_1_Doppler{k + 1}.png")
+    return root
+
+
+def make_tiny_tokenizer(path: Path, seed: int = 0) -> Path:
+    """A random-weight f16 tokenizer small enough for tests (64x64 images -> 32x4x4 latents)."""
+    import torch
+
+    from mdgen.tokenizer import AutoencoderKL, save_tokenizer
+
+    torch.manual_seed(seed)
+    model = AutoencoderKL(ch=32, ch_mult=(1, 1, 1, 1, 1), num_res_blocks=1, attn_resolutions=(), resolution=64)
+    save_tokenizer(model, path)
+    return path

@@ -14,6 +14,9 @@ import sys
 STAGES = {
     "simulate": ("mdgen.stages.simulate", "simulate gait spectrograms -> data/simulated/"),
     "split": ("mdgen.stages.split", "per-user train/val split -> data/split.json"),
+    "extract": ("mdgen.stages.extract", "encode images with the tokenizer -> data/latents/{train,val}.safetensors"),
+    "stats": ("mdgen.stages.stats", "per-channel latent statistics -> data/latents/latents_stats.pt"),
+    "train": ("mdgen.stages.train", "train the LightningDiT -> models/dit/ (resumes last.ckpt)"),
 }
 
 

@@ -61,3 +61,28 @@ def write_json(path: str | Path, obj) -> None:
     """Write JSON atomically (indent 2, trailing newline)."""
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=2) + "\n")
+
+
+def save_safetensors(tensors: dict, path: str | Path, metadata: dict[str, str] | None = None) -> None:
+    """safetensors file with a canonical header, written atomically.
+
+    The Rust writer serialises the metadata map in hash order, which changes between runs;
+    re-emitting the header JSON with sorted keys (same bytes otherwise, same length) makes
+    equal contents give byte-identical files, which DVC hashing and our determinism tests need.
+    """
+    import struct
+
+    from safetensors.torch import save
+
+    blob = save({k: v.contiguous() for k, v in tensors.items()}, metadata=metadata)
+    n = struct.unpack("<Q", blob[:8])[0]
+    header = json.loads(blob[8:8 + n])
+    canonical = json.dumps(header, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    canonical += b" " * (n - len(canonical))  # the writer pads the header with spaces to an 8-byte boundary
+    if len(canonical) != n:
+        raise RuntimeError(f"canonical safetensors header for {path} is longer than the original ({len(canonical)} > {n})")
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(blob[:8])
+            f.write(canonical)
+            f.write(memoryview(blob)[8 + n:])

@@ -24,9 +24,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
 
-from mdgen.io import atomic_path
+from mdgen.io import save_safetensors
 
 log = logging.getLogger(__name__)
 
@@ -487,8 +486,7 @@ def save_tokenizer(model: AutoencoderKL, path: str | Path, metadata: dict | None
     metadata["config"] = json.dumps(model.config)
     tensors = {k: v.detach().to("cpu", dtype=dtype if dtype is not None and v.is_floating_point() else v.dtype)
                .contiguous() for k, v in model.state_dict().items()}
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=metadata)
+    save_safetensors(tensors, path, metadata)
 
 
 def tokenizer_sha256(path: str | Path, chunk_bytes: int = 1 << 24) -> str:

@@ -1,0 +1,44 @@
+"""`stats` stage: train latents -> data/latents/latents_stats.pt (upstream format) + metrics."""
+from __future__ import annotations
+
+import torch
+from safetensors.torch import load_file
+
+from mdgen import params
+from mdgen.io import write_json
+from mdgen.latents import compute_stats, load_stats, save_stats
+
+KEYS = ["stats.reference", "stats.source"]
+
+
+def summarize(stats: dict[str, torch.Tensor]) -> dict:
+    mean, std = stats["mean"].flatten(), stats["std"].flatten()
+    return {"mean": [round(v, 6) for v in mean.tolist()], "std": [round(v, 6) for v in std.tolist()],
+            "mean_abs_max": float(mean.abs().max()), "std_min": float(std.min()), "std_max": float(std.max()),
+            "std_mean": float(std.mean())}
+
+
+def main(params_path: str = "params.yaml", latents_path: str = "data/latents/train.safetensors",
+         out: str = "data/latents/latents_stats.pt", metrics_path: str = "metrics/stats.json") -> dict:
+    p = params.read(KEYS, params_path)
+    if p["stats.source"] == "reference" and not p["stats.reference"]:
+        raise ValueError("stats.source = 'reference' needs stats.reference: <path to latents_stats.pt>")
+    latents = load_file(latents_path)["latents"]
+    data_stats = compute_stats(latents)
+    metrics = {"source": p["stats.source"], "latents": list(latents.shape), "data": summarize(data_stats)}
+    chosen = data_stats
+    if p["stats.reference"]:
+        ref = load_stats(p["stats.reference"], channels=latents.shape[1])
+        d_mean = (data_stats["mean"] - ref["mean"]).flatten()
+        log_ratio = torch.log(data_stats["std"] / ref["std"]).flatten()
+        metrics["reference"] = {"path": p["stats.reference"], **summarize(ref),
+                                "mean_l2_distance": float(d_mean.norm()),
+                                "std_log_ratio_rms": float(log_ratio.pow(2).mean().sqrt())}
+        if p["stats.source"] == "reference":
+            chosen = ref
+    save_stats(out, chosen)
+    write_json(metrics_path, metrics)
+    s = metrics["data"]
+    print(f"stats: {latents.shape[0]} train latents, channel std {s['std_min']:.3f}..{s['std_max']:.3f}; "
+          f"using {p['stats.source']} stats -> {out}")
+    return metrics
