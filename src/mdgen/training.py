@@ -1,0 +1,348 @@
+"""Training a LightningDiT on tokenizer latents with rectified flow (Lightning).
+
+The network is a plain `nn.Module` from `mdgen.dit`; `FlowModule` holds what training adds
+to it: the flow-matching loss, EMA weights, the optimizer, validation at fixed (t, noise)
+and logging. `train(...)` wires data, module, checkpoints and the Trainer from plain
+arguments, so a notebook can call it without params.yaml.
+"""
+from __future__ import annotations
+
+import copy
+import csv
+import json
+import logging
+import math
+import os
+from pathlib import Path
+
+import lightning as L
+import torch
+from safetensors import safe_open
+from torch.utils.data import DataLoader, Dataset
+
+from mdgen import flow
+from mdgen.dit import LightningDiT, build_dit
+from mdgen.io import atomic_path, save_safetensors
+from mdgen.latents import load_stats, read_latents_meta
+
+log = logging.getLogger(__name__)
+
+
+# ----------------------------------------------------------------------------- data
+
+class LatentDataset(Dataset):
+    """Normalised latents of one safetensors file, read item by item from the memory map.
+
+    When the file holds `latents_flip`, each item takes the flipped view with p = 0.5 (the
+    upstream augmentation), drawn from torch's global RNG, which `seed_everything` fixes.
+    """
+
+    def __init__(self, path: str | Path, stats: dict[str, torch.Tensor], multiplier: float = 1.0,
+                 use_flip: bool = True):
+        self.path = str(path)
+        meta = read_latents_meta(path)
+        self.users = meta["users"]
+        shapes = meta["tensors"]
+        if "latents" not in shapes or "labels" not in shapes:
+            raise ValueError(f"{path}: expected tensors 'latents' and 'labels', found {sorted(shapes)}")
+        self.n = shapes["latents"][0]
+        self.latent_shape = tuple(shapes["latents"][1:])
+        self.has_flip = use_flip and "latents_flip" in shapes
+        self.mean = stats["mean"][0]
+        self.std = stats["std"][0]
+        if self.mean.shape[0] != self.latent_shape[0]:
+            raise ValueError(f"latent stats have {self.mean.shape[0]} channels but {path} has latents of shape "
+                             f"{list(self.latent_shape)}")
+        self.multiplier = multiplier
+        self._file = None
+        with safe_open(self.path, framework="pt") as f:
+            self.labels = f.get_tensor("labels")
+        bad = ((self.labels < 0) | (self.labels >= len(self.users))).nonzero().flatten()
+        if len(bad):
+            raise ValueError(f"{path}: label {int(self.labels[bad[0]])} at index {int(bad[0])} is outside "
+                             f"the user table [0, {len(self.users)})")
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int):
+        if self._file is None:  # opened lazily: each DataLoader worker gets its own handle
+            self._file = safe_open(self.path, framework="pt")
+        key = "latents"
+        if self.has_flip and torch.rand(()) < 0.5:
+            key = "latents_flip"
+        z = self._file.get_slice(key)[i : i + 1][0]
+        z = (z - self.mean) / self.std * self.multiplier
+        return z, self.labels[i]
+
+
+# ----------------------------------------------------------------------------- module
+
+class FlowModule(L.LightningModule):
+    """Rectified-flow training of a LightningDiT, with EMA weights and fixed-noise validation."""
+
+    def __init__(self, model_name: str, model_kwargs: dict, *, lr: float = 1e-4, weight_decay: float = 0.0,
+                 betas: tuple[float, float] = (0.9, 0.95), warmup_steps: int = 0, ema_decay: float = 0.9999,
+                 t_sampling: str = "logit_normal", t_mean: float = 0.0, t_std: float = 1.0, cos_weight: float = 1.0,
+                 val_t: tuple[float, ...] = (0.1, 0.3, 0.5, 0.7, 0.9),
+                 compile: bool = False, seed: int = 0, check_finite_every: int = 1):
+        super().__init__()
+        self.save_hyperparameters(logger=False)
+        self.model: LightningDiT = build_dit(model_name, **model_kwargs)
+        self.ema: LightningDiT = copy.deepcopy(self.model).requires_grad_(False)
+        self._forward = self.model
+        if compile:
+            try:
+                self._forward = torch.compile(self.model)
+            except Exception as e:  # noqa: BLE001 -- any backend failure: fall back, say so
+                log.warning("torch.compile failed (%s); training eagerly", e)
+
+    def training_step(self, batch, batch_idx):
+        x1, y = batch
+        hp = self.hparams
+        loss = flow.flow_loss(self._forward, x1, y, cos_weight=hp.cos_weight, t_sampling=hp.t_sampling,
+                              t_mean=hp.t_mean, t_std=hp.t_std).loss
+        every = hp.check_finite_every
+        if every and self.global_step % every == 0 and not torch.isfinite(loss):
+            raise FloatingPointError(f"non-finite training loss {loss.item()} at step {self.global_step}; "
+                                     "lower train.lr or set train.grad_clip")
+        self.log("train/loss", loss, prog_bar=True)
+        return loss
+
+    def on_train_batch_end(self, outputs, batch, batch_idx):
+        # EMA after the optimizer step, one fused op over all tensors (no Python loop on the hot path)
+        decay = self.hparams.ema_decay
+        ema_p = [p for p in self.ema.parameters()]
+        cur_p = [p.detach() for p in self.model.parameters()]
+        torch._foreach_lerp_(ema_p, cur_p, 1.0 - decay)
+
+    def validation_step(self, batch, batch_idx):
+        x1, y = batch
+        # fixed noise per (batch, t): the val loss of two runs is comparable point by point
+        g = torch.Generator().manual_seed(self.hparams.seed * 100003 + batch_idx)
+        losses = {"val/loss": [], "val/loss_ema": []}
+        for tv in self.hparams.val_t:
+            x0 = torch.randn(x1.shape, generator=g).to(x1)
+            t = torch.full((x1.shape[0],), tv, device=x1.device)
+            # labels kept (eval mode): validation measures the conditional model
+            for key, net in (("val/loss", self.model), ("val/loss_ema", self.ema)):
+                losses[key].append(flow.flow_loss(net, x1, y, t=t, x0=x0, cos_weight=self.hparams.cos_weight).loss)
+        for k, v in losses.items():
+            self.log(k, torch.stack(v).mean(), prog_bar=k == "val/loss", sync_dist=True, batch_size=x1.shape[0])
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        fused = self.device.type == "cuda"
+        opt = torch.optim.AdamW(self.model.parameters(), lr=hp.lr, weight_decay=hp.weight_decay,
+                                betas=tuple(hp.betas), fused=fused)
+        if not hp.warmup_steps:
+            return opt
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / hp.warmup_steps))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+class AtomicLastCheckpoint(L.Callback):
+    """Write `last.ckpt` every n steps and at the end, via temp file + rename.
+
+    A SIGKILL mid-write then leaves the previous checkpoint intact rather than a torn file.
+    """
+
+    def __init__(self, path: str | Path, every_n_steps: int, run_config: dict):
+        self.path = Path(path)
+        self.every = every_n_steps
+        self.run_config = run_config
+
+    def _save(self, trainer: L.Trainer) -> None:
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        trainer.save_checkpoint(tmp)  # every rank calls it; the strategy writes on rank 0 only
+        if trainer.is_global_zero:
+            os.replace(tmp, self.path)
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint):
+        checkpoint["mdgen"] = self.run_config
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if self.every and trainer.global_step % self.every == 0:
+            self._save(trainer)
+
+    def on_train_end(self, trainer, pl_module):
+        self._save(trainer)
+
+
+def resume_decision(ckpt_path: str | Path, run_config: dict, max_steps: int) -> tuple[bool, str]:
+    """(resume?, why) for `train.resume: auto`: resume only a run of the same configuration."""
+    ckpt_path = Path(ckpt_path)
+    if not ckpt_path.is_file():
+        return False, f"no checkpoint at {ckpt_path}"
+    try:
+        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as e:  # noqa: BLE001 -- a torn or foreign file must not stop a fresh run
+        return False, f"{ckpt_path} is unreadable ({type(e).__name__}: {e})"
+    saved = ckpt.get("mdgen")
+    if saved != run_config:
+        diff = sorted(k for k in set(run_config) | set(saved or {}) if (saved or {}).get(k) != run_config.get(k))
+        return False, f"{ckpt_path} was trained with a different configuration (differs in: {', '.join(diff)})"
+    step = int(ckpt.get("global_step", 0))
+    if step > max_steps:
+        return False, f"{ckpt_path} is at step {step}, beyond max_steps {max_steps}"
+    return True, f"resuming from {ckpt_path} at step {step}"
+
+
+def trim_dvclive_history(metrics_dir: str | Path, step: int) -> None:
+    """Drop DVCLive rows logged after `step`: a killed run's tail would otherwise repeat on resume."""
+    for tsv in Path(metrics_dir).glob("plots/metrics/**/*.tsv"):
+        with tsv.open() as f:
+            rows = list(csv.reader(f, delimiter="\t"))
+        if not rows or "step" not in rows[0]:
+            continue
+        i = rows[0].index("step")
+        kept = [rows[0]] + [r for r in rows[1:] if int(r[i]) <= step]
+        with atomic_path(tsv) as tmp:
+            with tmp.open("w", newline="") as f:
+                csv.writer(f, delimiter="\t", lineterminator="\n").writerows(kept)
+
+
+def _dvclive_logger(**kwargs):
+    from dvclive.lightning import DVCLiveLogger
+    from lightning.pytorch.utilities import rank_zero_only
+
+    class StepLogger(DVCLiveLogger):
+        """Logs at the number of optimizer steps done (1-based).
+
+        DVCLive's logger treats step 0 as "no step" and bumps it to 1, so the first two rows
+        collide; shifting by one gives distinct steps that match `global_step` in last.ckpt.
+        """
+
+        @rank_zero_only
+        def log_metrics(self, metrics, step=None, sync=False):
+            super().log_metrics(metrics, None if step is None else step + 1, sync)
+
+    return StepLogger(**kwargs)
+
+
+def save_ema(path: str | Path, module: FlowModule, metadata: dict) -> None:
+    """EMA weights with upstream LightningDiT key names; every metadata value is JSON-encoded."""
+    state = {k: v.detach().float().cpu().contiguous() for k, v in module.ema.state_dict().items()}
+    meta = {k: json.dumps(v) for k, v in metadata.items()}
+    save_safetensors(state, path, meta)
+
+
+def load_ema(path: str | Path, device: str | torch.device = "cpu") -> tuple[LightningDiT, dict]:
+    """Rebuild the model from `ema.safetensors` (config from its metadata) and load it strictly."""
+    with safe_open(str(path), framework="pt") as f:
+        raw = dict(f.metadata() or {})
+    if "model_config" not in raw or "model_name" not in raw:
+        raise ValueError(f"{path}: no model_name/model_config metadata (expected ema.safetensors from `mdgen train`)")
+    meta = {k: json.loads(v) for k, v in raw.items()}
+    from safetensors.torch import load_file
+    model = LightningDiT(**meta["model_config"])
+    model.load_state_dict(load_file(str(path)), strict=True)
+    return model.to(device).eval().requires_grad_(False), meta
+
+
+def auto_precision(precision: str, accelerator: str) -> str:
+    if precision != "auto":
+        return precision
+    gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+    return "bf16-mixed" if gpu else "32-true"
+
+
+# ----------------------------------------------------------------------------- the run
+
+def file_sha256(path: str | Path) -> str:
+    import hashlib
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 24), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+# what must match for `resume: auto` to continue a checkpoint (the schedule length may grow)
+RESUME_KEYS = ("model_name", "model_kwargs", "batch_size", "lr", "weight_decay", "betas", "warmup_steps",
+               "grad_clip", "ema_decay", "t_sampling", "t_mean", "t_std", "cos_weight", "latent_multiplier",
+               "use_flip", "seed", "precision")
+
+
+def train(*, train_path: str | Path, val_path: str | Path, stats_path: str | Path, out_dir: str | Path,
+          metrics_dir: str | Path, model_name: str, model_kwargs: dict, max_steps: int, batch_size: int,
+          lr: float, weight_decay: float = 0.0, betas: tuple[float, float] = (0.9, 0.95), warmup_steps: int = 0,
+          grad_clip: float | None = None, ema_decay: float = 0.9999, t_sampling: str = "logit_normal",
+          t_mean: float = 0.0, t_std: float = 1.0, cos_weight: float = 1.0, latent_multiplier: float = 1.0,
+          use_flip: bool = True, checkpoint_every: int = 100, val_every: int = 100, resume: str = "auto",
+          accelerator: str = "auto", devices: int | str = 1, num_nodes: int = 1, strategy: str = "auto",
+          precision: str = "auto", compile: bool = False, deterministic: bool = False, seed: int = 0,
+          num_workers: int = 0, log_every: int = 10, progress: bool = True,
+          callbacks: list[L.Callback] | None = None) -> dict:
+    """Train (or resume) and write `last.ckpt` and `ema.safetensors` into `out_dir`; returns final metrics."""
+    out_dir, metrics_dir = Path(out_dir), Path(metrics_dir)
+    stats = load_stats(stats_path)
+    train_ds = LatentDataset(train_path, stats, latent_multiplier, use_flip)
+    val_ds = LatentDataset(val_path, stats, latent_multiplier, use_flip=False)
+    if train_ds.users != val_ds.users:
+        raise ValueError(f"users differ between {train_path} ({len(train_ds.users)}: {train_ds.users[:5]}...) and "
+                         f"{val_path} ({len(val_ds.users)}: {val_ds.users[:5]}...); re-run `extract`")
+    if stats["mean"].shape[1] != train_ds.latent_shape[0]:
+        raise ValueError(f"{stats_path}: {stats['mean'].shape[1]} channels, latents have {train_ds.latent_shape[0]}")
+    c, h, w = train_ds.latent_shape
+    model_kwargs = {**model_kwargs, "num_classes": len(train_ds.users), "in_channels": c, "input_size": h}
+    precision = auto_precision(precision, accelerator)
+
+    run_config = {
+        "model_name": model_name, "model_kwargs": model_kwargs, "batch_size": batch_size, "lr": lr,
+        "weight_decay": weight_decay, "betas": list(betas), "warmup_steps": warmup_steps, "grad_clip": grad_clip,
+        "ema_decay": ema_decay, "t_sampling": t_sampling, "t_mean": t_mean, "t_std": t_std,
+        "cos_weight": cos_weight, "latent_multiplier": latent_multiplier, "use_flip": use_flip, "seed": seed,
+        "precision": precision, "users": train_ds.users, "train_sha256": file_sha256(train_path),
+        "stats_sha256": file_sha256(stats_path),
+    }
+    last = out_dir / "last.ckpt"
+    ckpt_path = None
+    if resume == "auto":
+        ok, why = resume_decision(last, run_config, max_steps)
+        log.info("train.resume=auto: %s", why if ok else f"starting fresh: {why}")
+        print(f"train: {why}" if ok else f"train: starting fresh ({why})")
+        if ok:
+            ckpt_path = str(last)
+            trim_dvclive_history(metrics_dir, int(torch.load(last, map_location="cpu", weights_only=True,
+                                                             mmap=True)["global_step"]))
+    elif resume != "never":
+        raise ValueError(f"train.resume = {resume!r}: expected 'auto' or 'never'")
+
+    L.seed_everything(seed, workers=True, verbose=False)
+    module = FlowModule(model_name, model_kwargs, lr=lr, weight_decay=weight_decay, betas=tuple(betas),
+                        warmup_steps=warmup_steps, ema_decay=ema_decay, t_sampling=t_sampling, t_mean=t_mean,
+                        t_std=t_std, cos_weight=cos_weight, compile=compile, seed=seed,
+                        check_finite_every=1 if accelerator == "cpu" or not torch.cuda.is_available() else log_every)
+    if len(train_ds) < batch_size:
+        raise ValueError(f"train.batch_size = {batch_size} but {train_path} holds only {len(train_ds)} latents")
+    loader_kw = dict(num_workers=num_workers, persistent_workers=num_workers > 0,
+                     pin_memory=torch.cuda.is_available())
+    train_dl = DataLoader(train_ds, batch_size=batch_size, shuffle=True, drop_last=True, **loader_kw)
+    val_dl = DataLoader(val_ds, batch_size=batch_size, shuffle=False, **loader_kw)
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    logger = _dvclive_logger(dir=str(metrics_dir), dvcyaml=False, save_dvc_exp=False, resume=ckpt_path is not None)
+    trainer = L.Trainer(
+        max_steps=max_steps, max_epochs=-1, accelerator=accelerator, devices=devices, num_nodes=num_nodes,
+        strategy=strategy, precision=precision, gradient_clip_val=grad_clip, deterministic=deterministic,
+        logger=logger, callbacks=[AtomicLastCheckpoint(last, checkpoint_every, run_config), *(callbacks or [])],
+        enable_checkpointing=False, val_check_interval=val_every, check_val_every_n_epoch=None,
+        log_every_n_steps=log_every, enable_progress_bar=progress, enable_model_summary=False,
+        num_sanity_val_steps=0,
+    )
+    trainer.fit(module, train_dl, val_dl, ckpt_path=ckpt_path)
+    if trainer.global_step % val_every:  # the loop validated last before the final steps
+        trainer.validate(module, val_dl, verbose=False)
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+    metrics["step"] = int(trainer.global_step)
+    if trainer.is_global_zero:
+        save_ema(out_dir / "ema.safetensors", module, {
+            "model_name": model_name, "model_config": module.model.config, "users": train_ds.users,
+            "latent_multiplier": latent_multiplier, "latent_shape": list(train_ds.latent_shape),
+            "stats_sha256": run_config["stats_sha256"], "step": int(trainer.global_step),
+            "tokenizer_sha256": read_latents_meta(train_path).get("tokenizer_sha256", ""),
+        })
+    return metrics

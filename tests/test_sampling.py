@@ -1,0 +1,152 @@
+"""ODE sampling against an upstream 5-point Euler run with interval CFG; solvers, skipping and determinism."""
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from mdgen.dit import LightningDiT
+from mdgen.sampling import integrate, sample_latents, shifted_grid, velocity_fn
+
+FIXTURES = Path(__file__).parent / "fixtures"
+TOL = 1e-5
+CFG = dict(cfg_scale=4.0, cfg_interval_start=0.11)  # the fixture's sampling settings
+
+
+def load_upstream(name):
+    meta = json.loads((FIXTURES / f"{name}.json").read_text())
+    cfg = {k: v for k, v in meta["model_config"].items() if k not in ("learn_sigma", "use_checkpoint")}
+    tensors = load_file(FIXTURES / f"{name}.safetensors")
+    model = LightningDiT(**cfg)
+    model.load_state_dict({k.removeprefix("state_dict."): v for k, v in tensors.items() if k.startswith("state_dict.")})
+    return model.eval(), tensors
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models on shared CPU cores: a second thread only adds synchronisation overhead."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def upstream():
+    return load_upstream("lightningdit_tiny_parity")
+
+
+def test_shifted_grid():
+    _, d = load_upstream("lightningdit_tiny_parity")
+    assert torch.equal(shifted_grid(4, 0.3), d["ode_tgrid"])  # upstream num_steps=5 grid points
+    assert torch.allclose(shifted_grid(4, 1.0), torch.linspace(0, 1, 5))
+    with pytest.raises(ValueError, match="timestep_shift"):
+        shifted_grid(4, 0.0)
+
+
+@pytest.mark.parametrize("name", ["lightningdit_tiny_parity", "lightningdit_tiny_qknorm_parity"])
+def test_euler_trajectory_matches_upstream(name):
+    model, d = load_upstream(name)
+    with torch.no_grad():
+        # upstream layout: state [cond half, uncond half], model_fn = forward_with_cfg
+        full = integrate(lambda x, t: model.forward_with_cfg(x, t.reshape(1).expand(len(x)), d["cfg_y"],
+                                                             CFG["cfg_scale"], CFG["cfg_interval_start"], "first3"),
+                         d["ode_init"], d["ode_tgrid"], trajectory=True)
+        # mdgen layout: conditional half only, unconditional pass skipped below the interval
+        fn = velocity_fn(model, d["cfg_y"][:2], guidance_channels="first3", **CFG)
+        half = integrate(fn, d["ode_init"][:2], shifted_grid(4, 0.3), trajectory=True)
+        final = sample_latents(model, d["cfg_y"][:2], steps=4, guidance_channels="first3", noise=d["ode_init"][:2],
+                               **CFG)
+    diffs = {
+        "traj_upstream_layout": (full - d["ode_traj"]).abs().max().item(),
+        "traj_cond_half": (half - d["ode_traj"][:, :2]).abs().max().item(),
+        "final_cond": (final - d["ode_final_cond"]).abs().max().item(),
+    }
+    print(name, diffs)
+    assert max(diffs.values()) <= TOL, diffs
+
+
+@pytest.mark.parametrize("guidance_channels", ["first3", "all"])
+def test_skipping_uncond_half_equals_computing_it(upstream, guidance_channels):
+    model, d = upstream
+    x, y = d["cfg_x"][:2], d["cfg_y"][:2]
+    batch_sizes = []
+    handle = model.x_embedder.register_forward_pre_hook(lambda m, args: batch_sizes.append(args[0].shape[0]))
+    try:
+        fn = velocity_fn(model, y, guidance_channels=guidance_channels, **CFG)
+        with torch.no_grad():
+            for t in (0.05, 0.6):  # below and above the interval start
+                tt = torch.tensor(t)
+                skipped = fn(x, tt)
+                computed = model.forward_with_cfg(torch.cat([x, x]), tt.expand(4), d["cfg_y"], CFG["cfg_scale"],
+                                                  CFG["cfg_interval_start"], guidance_channels)[:2]
+                assert (skipped - computed).abs().max().item() <= TOL
+    finally:
+        handle.remove()
+    # t=0.05: conditional pass only (2), reference (4); t=0.6: guided (4), reference (4)
+    assert batch_sizes == [2, 4, 4, 4]
+
+
+def test_seeded_sampling_is_deterministic_and_batch_independent(upstream):
+    model, _ = upstream
+    labels = torch.tensor([0, 1, 2, 3, 4])
+    kw = dict(steps=6, cfg_scale=2.0, cfg_interval_start=0.1)
+    a = sample_latents(model, labels, generator=torch.Generator().manual_seed(7), **kw)
+    b = sample_latents(model, labels, generator=torch.Generator().manual_seed(7), **kw)
+    c = sample_latents(model, labels, generator=torch.Generator().manual_seed(7), batch_size=2, **kw)
+    other = sample_latents(model, labels, generator=torch.Generator().manual_seed(8), **kw)
+    assert a.shape == (5, 32, 4, 4) and a.dtype == torch.float32
+    assert torch.equal(a, b)
+    assert (a - c).abs().max().item() <= TOL  # same noise per sample; only the matmul batch differs
+    assert not torch.allclose(a, other)
+
+
+def test_heun_and_dopri5_converge_to_fine_euler(upstream):
+    model, d = upstream
+    x0 = d["ode_init"][:2]
+    fn = velocity_fn(model, d["cfg_y"][:2], cfg_scale=2.0, guidance_channels="all")
+    calls = [0]
+
+    def counted(x, t):
+        calls[0] += 1
+        return fn(x, t)
+
+    with torch.no_grad():
+        # Richardson extrapolation of 400- and 200-step Euler: second-order accurate reference
+        ref = 2 * integrate(fn, x0, shifted_grid(400, 1.0)) - integrate(fn, x0, shifted_grid(200, 1.0))
+        err = {m_s: (integrate(fn, x0, shifted_grid(m_s[1], 0.3), method=m_s[0]) - ref).abs().max().item()
+               for m_s in [("euler", 32), ("heun", 16), ("heun", 32)]}
+        dopri = integrate(counted, x0, torch.tensor([0.0, 1.0]), method="dopri5")
+    err["dopri5"] = (dopri - ref).abs().max().item()
+    print(err, "dopri5 NFE", calls[0])
+    assert err[("heun", 32)] < 5e-3 and err[("heun", 32)] * 10 < err[("euler", 32)]
+    assert err[("heun", 16)] / err[("heun", 32)] > 3  # second order: ~4x per halving
+    assert err["dopri5"] < 2e-3 and calls[0] < 100
+
+
+def test_sampling_errors_and_autocast(upstream):
+    model, d = upstream
+    labels = torch.tensor([0, 1])
+    with pytest.raises(ValueError, match="needs steps"):
+        sample_latents(model, labels)
+    with pytest.raises(ValueError, match="dopri5"):
+        sample_latents(model, labels, method="dopri5", steps=10)
+    with pytest.raises(ValueError, match="noise shape"):
+        sample_latents(model, labels, steps=2, noise=torch.randn(3, 32, 4, 4))
+    with pytest.raises(ValueError, match="valid"):
+        sample_latents(model, labels, steps=2, method="rk4")
+    no_null = LightningDiT(input_size=4, hidden_size=32, depth=1, num_heads=2, num_classes=5,
+                           class_dropout_prob=0.0).eval()
+    with pytest.raises(ValueError, match="null class"):
+        sample_latents(no_null, labels, steps=2, cfg_scale=2.0)
+    model.train()
+    try:
+        with pytest.raises(ValueError, match="eval"):
+            sample_latents(model, labels, steps=2)
+    finally:
+        model.eval()
+    noise = d["ode_init"][:2]
+    fp32 = sample_latents(model, labels, steps=4, noise=noise)
+    bf16 = sample_latents(model, labels, steps=4, noise=noise, autocast_dtype=torch.bfloat16)
+    assert bf16.dtype == torch.float32 and (bf16 - fp32).abs().max() < 0.1 * fp32.abs().max()

@@ -1,0 +1,167 @@
+"""Training: data checks, resume, EMA export, DDP on CPU."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from mdgen.latents import compute_stats, save_latents, save_stats
+from mdgen.training import load_ema, train
+
+TINY = dict(hidden_size=32, depth=2, num_heads=2)
+USERS = ["ID_1", "ID_2", "ID_3"]
+
+
+def make_latents(root: Path, users=USERS, n_train=24, n_val=6, shape=(8, 4, 4), flip=True) -> Path:
+    g = torch.Generator().manual_seed(0)
+    root.mkdir(parents=True, exist_ok=True)
+    for part, n in (("train", n_train), ("val", n_val)):
+        labels = torch.arange(n) % len(users)
+        z = torch.randn(n, *shape, generator=g) + labels.view(-1, 1, 1, 1).float()
+        tensors = {"latents": z, "latents_flip": z.flip(3)} if flip else {"latents": z}
+        save_latents(root / f"{part}.safetensors", tensors, labels, users=users, tokenizer_sha256="0" * 64,
+                     image_size=64, sample_posterior=True)
+        if part == "train":
+            save_stats(root / "latents_stats.pt", compute_stats(z))
+    return root
+
+
+def run_train(root: Path, **kw):
+    args = dict(train_path=root / "train.safetensors", val_path=root / "val.safetensors",
+                stats_path=root / "latents_stats.pt", out_dir=root / "dit", metrics_dir=root / "metrics",
+                model_name="LightningDiT-Tiny/1", model_kwargs=TINY, max_steps=12, batch_size=6, lr=1e-3,
+                checkpoint_every=4, val_every=6, accelerator="cpu", progress=False, deterministic=True)
+    return train(**{**args, **kw})
+
+
+def steps_logged(root: Path) -> list[int]:
+    tsv = root / "metrics/plots/metrics/train/loss.tsv"
+    return [int(line.split("\t")[0]) for line in tsv.read_text().splitlines()[1:]]
+
+
+def test_train_writes_checkpoint_ema_and_dvclive(tmp_path):
+    root = make_latents(tmp_path)
+    m = run_train(root, log_every=1)
+    assert m["step"] == 12 and "val/loss" in m and "val/loss_ema" in m
+    assert (root / "dit/last.ckpt").is_file()
+    model, meta = load_ema(root / "dit/ema.safetensors")
+    assert meta["users"] == USERS and meta["step"] == 12 and meta["model_name"] == "LightningDiT-Tiny/1"
+    assert model.num_classes == 3 and model.in_channels == 8
+    metrics = json.loads((root / "metrics/metrics.json").read_text())
+    assert "loss" in metrics["val"] and "loss" in metrics["train"]
+    assert steps_logged(root) == list(range(1, 13))
+
+
+def test_ema_roundtrips_with_upstream_key_names(tmp_path):
+    root = make_latents(tmp_path)
+    run_train(root, max_steps=2)
+    from safetensors.torch import load_file
+    sd = load_file(root / "dit/ema.safetensors")
+    assert {"pos_embed", "x_embedder.proj.weight", "blocks.0.attn.qkv.weight", "feat_rope.freqs_cos",
+            "y_embedder.embedding_table.weight"} <= set(sd)
+    model, _ = load_ema(root / "dit/ema.safetensors")
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, sd[k]), k
+
+
+def test_resume_continues_steps_and_logs(tmp_path, capsys):
+    root = make_latents(tmp_path)
+    run_train(root, max_steps=8, log_every=1)
+    m = run_train(root, max_steps=12, log_every=1)
+    assert "resuming from" in capsys.readouterr().out
+    assert m["step"] == 12
+    assert steps_logged(root) == list(range(1, 13))
+
+
+def test_changed_config_starts_fresh_and_says_why(tmp_path, capsys):
+    root = make_latents(tmp_path)
+    run_train(root, max_steps=4)
+    run_train(root, max_steps=4, lr=5e-4)
+    out = capsys.readouterr().out
+    assert "starting fresh" in out and "differs in: lr" in out
+
+
+def test_users_mismatch_and_bad_labels(tmp_path):
+    root = make_latents(tmp_path)
+    other = make_latents(tmp_path / "other", users=["ID_1", "ID_2", "ID_9"])
+    with pytest.raises(ValueError, match="users differ between"):
+        run_train(root, val_path=other / "val.safetensors")
+    labels = torch.tensor([0, 1, 5])
+    save_latents(tmp_path / "bad.safetensors", {"latents": torch.randn(3, 8, 4, 4)}, labels, users=USERS,
+                 tokenizer_sha256="", image_size=64, sample_posterior=False)
+    with pytest.raises(ValueError, match=r"label 5 at index 2 is outside the user table \[0, 3\)"):
+        run_train(root, train_path=tmp_path / "bad.safetensors")
+
+
+def test_stats_of_wrong_shape(tmp_path):
+    root = make_latents(tmp_path)
+    torch.save({"mean": torch.zeros(1, 4, 1, 1), "std": torch.ones(1, 4, 1, 1)}, root / "latents_stats.pt")
+    with pytest.raises(ValueError, match="latent stats have 4 channels"):
+        run_train(root)
+
+
+def test_non_finite_loss_stops_naming_the_step(tmp_path):
+    root = make_latents(tmp_path)
+    with pytest.raises(FloatingPointError, match="non-finite training loss .* at step"):
+        run_train(root, lr=1e30, grad_clip=None, max_steps=20)
+
+
+DDP_SCRIPT = textwrap.dedent("""
+    import sys, torch, lightning as L
+    from mdgen.training import train
+    class Checksum(L.Callback):
+        def on_train_end(self, trainer, module):
+            w = torch.cat([p.detach().flatten() for p in module.model.parameters()])
+            open(f"{sys.argv[1]}/rank{trainer.global_rank}.txt", "w").write(repr(w.double().sum().item()))
+    train(train_path=f"{sys.argv[1]}/train.safetensors", val_path=f"{sys.argv[1]}/val.safetensors",
+          stats_path=f"{sys.argv[1]}/latents_stats.pt", out_dir=f"{sys.argv[1]}/dit",
+          metrics_dir=f"{sys.argv[1]}/metrics", model_name="LightningDiT-Tiny/1",
+          model_kwargs=dict(hidden_size=32, depth=2, num_heads=2), max_steps=4, batch_size=4, lr=1e-3,
+          checkpoint_every=2, val_every=2, accelerator="cpu", devices=2, strategy="ddp", progress=False,
+          callbacks=[Checksum()])
+""")
+
+
+@pytest.mark.slow
+def test_ddp_two_cpu_processes_agree(tmp_path):
+    root = make_latents(tmp_path)
+    script = tmp_path / "ddp_train.py"
+    script.write_text(DDP_SCRIPT)
+    p = subprocess.run([sys.executable, str(script), str(root)], capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "PL_DISABLE_FORK": "1"})
+    assert p.returncode == 0, p.stderr[-3000:]
+    sums = [(root / f"rank{r}.txt").read_text() for r in (0, 1)]
+    assert sums[0] == sums[1]
+    assert (root / "dit/ema.safetensors").is_file()
+
+
+@pytest.mark.slow
+def test_sigkill_mid_run_then_resume_finishes(tmp_path):
+    root = make_latents(tmp_path)
+    code = textwrap.dedent(f"""
+        from pathlib import Path
+        from tests.test_training import run_train
+        run_train(Path({str(root)!r}), max_steps=400, checkpoint_every=5, val_every=1000)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=Path(__file__).parents[1],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ckpt = root / "dit/last.ckpt"
+    deadline = time.time() + 120
+    while time.time() < deadline and not ckpt.exists():
+        time.sleep(0.2)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert ckpt.exists(), "no checkpoint was written before the kill"
+    step_at_kill = torch.load(ckpt, weights_only=True)["global_step"]
+    assert 0 < step_at_kill < 400
+    m = run_train(root, max_steps=400, checkpoint_every=5, val_every=1000, log_every=50)
+    assert m["step"] == 400
+    steps = steps_logged(root)
+    assert steps == sorted(set(steps)) and steps[-1] == 400
