@@ -17,6 +17,7 @@ STAGES = {
     "extract": ("mdgen.stages.extract", "encode images with the tokenizer -> data/latents/{train,val}.safetensors"),
     "stats": ("mdgen.stages.stats", "per-channel latent statistics -> data/latents/latents_stats.pt"),
     "train": ("mdgen.stages.train", "train the LightningDiT -> models/dit/ (resumes last.ckpt)"),
+    "sample": ("mdgen.stages.sample", "generate spectrograms per user -> data/samples/"),
 }
 
 
@@ -27,11 +28,23 @@ def main(argv: list[str] | None = None) -> int:
     for name, (_, help_) in STAGES.items():
         s = sub.add_parser(name, help=help_)
         s.add_argument("--params", default="params.yaml", help="parameters file (default: params.yaml)")
+    g = sub.add_parser("generate", help="generate spectrograms of one user from a trained models/dit/ (outside DVC)")
+    g.add_argument("--user", required=True, help="user folder name, e.g. ID_3")
+    g.add_argument("--n", type=int, default=16, help="number of images (default 16)")
+    g.add_argument("--out", default="generated", help="output folder (default: generated/)")
+    g.add_argument("--cfg-scale", type=float, help="guidance scale (default: sample.cfg_scale)")
+    g.add_argument("--steps", type=int, help="solver steps (default: sample.steps)")
+    g.add_argument("--seed", type=int, help="noise seed (default: seed)")
+    g.add_argument("--model-dir", default="models/dit")
+    g.add_argument("--stats", default="data/latents/latents_stats.pt")
+    g.add_argument("--params", default="params.yaml", help="parameters file for the other sampling knobs")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
-        module = importlib.import_module(STAGES[args.command][0])
-        module.main(params_path=args.params)
+        if args.command == "generate":
+            generate(args)
+        else:
+            importlib.import_module(STAGES[args.command][0]).main(params_path=args.params)
     except (ValueError, FileNotFoundError, KeyError, RuntimeError) as e:
         if args.debug:
             raise
@@ -39,6 +52,30 @@ def main(argv: list[str] | None = None) -> int:
         print(f"mdgen {args.command}: error: {e}", file=sys.stderr)
         return 1
     return 0
+
+
+def generate(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from mdgen import params
+    from mdgen.generation import SpectrogramGenerator
+    from mdgen.images import save_png
+    from mdgen.stages.sample import KEYS, sample_kwargs
+
+    if args.n < 1:
+        raise ValueError(f"--n {args.n}: expected a positive number of images")
+    p = params.read(KEYS, args.params)
+    kw = sample_kwargs(p)
+    kw["cfg_scale"] = kw["cfg_scale"] if args.cfg_scale is None else args.cfg_scale
+    kw["steps"] = kw["steps"] if args.steps is None else args.steps
+    ema = Path(args.model_dir) / "ema.safetensors"
+    SpectrogramGenerator.check_user(ema, args.user)
+    gen = SpectrogramGenerator.load(ema, args.stats, p["tokenizer.checkpoint"])
+    imgs, _ = gen.images(args.user, args.n, seed=p["seed"] if args.seed is None else args.seed, **kw)
+    out = Path(args.out)
+    for k, im in enumerate(imgs):
+        save_png(out / f"{args.user}_{k:04d}.png", im)
+    print(f"generate: {len(imgs)} images of {args.user} (cfg {kw['cfg_scale']}, {kw['steps']} steps) -> {out}")
 
 
 if __name__ == "__main__":

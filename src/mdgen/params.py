@@ -99,6 +99,15 @@ SCHEMA: dict[str, Spec] = {
     "train.compile": Bool(),
     "train.deterministic": Bool(),
     "train.num_workers": Int(0),
+    "sample.images_per_user": Int(1),
+    "sample.steps": Int(1, 10000),
+    "sample.method": Choice("euler", "heun", "dopri5"),
+    "sample.cfg_scale": Float(0.0),
+    "sample.cfg_interval_start": Float(0.0, 1.0),
+    "sample.timestep_shift": Float(0.0, lo_open=True),
+    "sample.guidance_channels": Choice("all", "first3"),
+    "sample.batch_size": Int(1),
+    "sample.plot_per_user": Int(1, 16),
 }
 
 

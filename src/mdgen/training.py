@@ -229,14 +229,22 @@ def save_ema(path: str | Path, module: FlowModule, metadata: dict) -> None:
     save_safetensors(state, path, meta)
 
 
-def load_ema(path: str | Path, device: str | torch.device = "cpu") -> tuple[LightningDiT, dict]:
-    """Rebuild the model from `ema.safetensors` (config from its metadata) and load it strictly."""
+def read_ema_meta(path: str | Path) -> dict:
+    """Metadata of an `ema.safetensors` (model name/config, users, stats hash, ...), without loading weights."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{path} not found (run the `train` stage first)")
     with safe_open(str(path), framework="pt") as f:
         raw = dict(f.metadata() or {})
     if "model_config" not in raw or "model_name" not in raw:
         raise ValueError(f"{path}: no model_name/model_config metadata (expected ema.safetensors from `mdgen train`)")
-    meta = {k: json.loads(v) for k, v in raw.items()}
+    return {k: json.loads(v) for k, v in raw.items()}
+
+
+def load_ema(path: str | Path, device: str | torch.device = "cpu") -> tuple[LightningDiT, dict]:
+    """Rebuild the model from `ema.safetensors` (config from its metadata) and load it strictly."""
     from safetensors.torch import load_file
+
+    meta = read_ema_meta(path)
     model = LightningDiT(**meta["model_config"])
     model.load_state_dict(load_file(str(path)), strict=True)
     return model.to(device).eval().requires_grad_(False), meta

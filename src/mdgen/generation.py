@@ -1,0 +1,80 @@
+"""From a trained `models/dit/` to spectrogram images of a given person.
+
+Loads the EMA LightningDiT, the latent statistics it was trained with and the frozen
+tokenizer once; `images(...)` then samples latents for a user, de-normalises them and
+decodes them to uint8 RGB. Used by the `sample` stage and by `mdgen generate`.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mdgen.images import to_uint8
+from mdgen.latents import autocast_dtype, denormalize, load_stats
+from mdgen.sampling import sample_latents
+from mdgen.tokenizer import load_tokenizer
+from mdgen.training import file_sha256, load_ema, read_ema_meta
+
+
+def user_index(users: list[str], user: str) -> int:
+    """Label of `user`: its position in the users the model was trained on."""
+    if user not in users:
+        raise ValueError(f"unknown user {user!r}; valid users: {', '.join(users)}")
+    return users.index(user)
+
+
+@dataclass
+class SpectrogramGenerator:
+    model: torch.nn.Module
+    tokenizer: torch.nn.Module
+    stats: dict[str, torch.Tensor]
+    users: list[str]
+    latent_multiplier: float
+    device: torch.device
+
+    @staticmethod
+    def check_user(ema_path: str | Path, user: str) -> None:
+        """Fail fast, before any weights load, on a user the model was not trained on."""
+        user_index(read_ema_meta(ema_path)["users"], user)
+
+    @classmethod
+    def load(cls, ema_path: str | Path, stats_path: str | Path, tokenizer_path: str | Path,
+             device: str | torch.device | None = None) -> "SpectrogramGenerator":
+        device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        model, meta = load_ema(ema_path, device)
+        stats = load_stats(stats_path, channels=model.in_channels)
+        if meta.get("stats_sha256") and meta["stats_sha256"] != file_sha256(stats_path):
+            raise ValueError(f"{stats_path} is not the latent statistics {ema_path} was trained with "
+                             "(sha256 differs); re-run `train` or restore the matching stats")
+        tokenizer = load_tokenizer(tokenizer_path, device=device)
+        return cls(model, tokenizer, stats, list(meta["users"]), float(meta.get("latent_multiplier", 1.0)), device)
+
+    def label(self, user: str) -> int:
+        return user_index(self.users, user)
+
+    @torch.no_grad()
+    def images(self, user: str, n: int, *, steps: int, cfg_scale: float, cfg_interval_start: float = 0.0,
+               timestep_shift: float = 0.3, method: str = "euler", guidance_channels: str = "all",
+               seed: int = 0, batch_size: int = 32) -> tuple[np.ndarray, dict]:
+        """n uint8 images [n, H, W, 3] of `user`, and timings. The noise depends only on (seed, user)."""
+        label = self.label(user)
+        gen = torch.Generator().manual_seed(seed * 1_000_003 + label)
+        amp = autocast_dtype(self.device)
+        t0 = time.perf_counter()
+        z = sample_latents(self.model, torch.full((n,), label, dtype=torch.long), steps=steps if method != "dopri5" else None,
+                           method=method, cfg_scale=cfg_scale, cfg_interval_start=cfg_interval_start,
+                           timestep_shift=timestep_shift, guidance_channels=guidance_channels, generator=gen,
+                           batch_size=batch_size, autocast_dtype=amp)
+        t1 = time.perf_counter()
+        z = denormalize(z.float(), self.stats, self.latent_multiplier)
+        out = []
+        for start in range(0, n, batch_size):
+            with torch.autocast(self.device.type, dtype=amp, enabled=amp is not None):
+                x = self.tokenizer.decode(z[start:start + batch_size])
+            out.append(to_uint8(x.float().cpu()))
+        t2 = time.perf_counter()
+        return np.concatenate(out), {"sample_s": t1 - t0, "decode_s": t2 - t1}
