@@ -21,23 +21,29 @@ from mdgen.tokenizer import AutoencoderKL
 DTYPES = {"fp32": None, "bf16": torch.bfloat16}
 
 
-def _sync(device: torch.device) -> None:
+def sync(device: torch.device) -> None:
+    """Wait for the device's queued work (CUDA runs asynchronously; CPU ops are done when they return)."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
 
-def _time(fn, x: torch.Tensor, device: torch.device, warmup: int, repeats: int) -> float:
-    """Median seconds per call of fn(x) after `warmup` untimed calls."""
+def time_calls(fn, device: torch.device, *, warmup: int, repeats: int, iters: int = 1) -> list[float]:
+    """Seconds per call of fn(), one figure per timed round of `iters` calls, after `warmup` untimed calls.
+
+    The device is synchronised before and after each round, and not between the calls of a round, so
+    the host can queue the next call while the device runs the last one, as a real loop does.
+    """
     for _ in range(warmup):
-        fn(x)
-    _sync(device)
+        fn()
+    sync(device)
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
-        fn(x)
-        _sync(device)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        for _ in range(iters):
+            fn()
+        sync(device)
+        times.append((time.perf_counter() - t0) / iters)
+    return times
 
 
 def benchmark_tokenizer(batch: int = 2, dtype: str = "fp32", compile: bool = False, channels_last: bool = False,
@@ -82,8 +88,9 @@ def benchmark_tokenizer(batch: int = 2, dtype: str = "fp32", compile: bool = Fal
             encode, decode, compiled = enc_c, dec_c, True
         except Exception as e:  # any backend/toolchain failure: measure eager rather than nothing
             warnings.warn(f"torch.compile failed ({type(e).__name__}: {e}); benchmarking eager instead")
-    enc_s = _time(run(encode), x, device, warmup, repeats)
-    dec_s = _time(run(decode), z, device, warmup, repeats)
+    enc, dec = run(encode), run(decode)
+    enc_s = statistics.median(time_calls(lambda: enc(x), device, warmup=warmup, repeats=repeats))
+    dec_s = statistics.median(time_calls(lambda: dec(z), device, warmup=warmup, repeats=repeats))
     return {"device": str(device), "dtype": dtype, "compiled": compiled, "channels_last": channels_last,
             "batch": batch, "repeats": repeats, "encode_images_per_s": batch / enc_s,
             "decode_images_per_s": batch / dec_s}

@@ -18,11 +18,19 @@ STAGES = {
     "stats": ("mdgen.stages.stats", "per-channel latent statistics -> data/latents/latents_stats.pt"),
     "train": ("mdgen.stages.train", "train the LightningDiT -> models/dit/ (resumes last.ckpt)"),
     "sample": ("mdgen.stages.sample", "generate spectrograms per user -> data/samples/"),
+    "classifier": ("mdgen.stages.classifier", "train the user-identification judge on real train images -> models/classifier.safetensors"),
+    "evaluate": ("mdgen.stages.evaluate", "score data/samples/ (identity, FID/KID, memorisation, kinematics, augmentation) -> metrics/evaluate.json"),
 }
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="mdgen", description=__doc__.splitlines()[0])
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["bench"]:  # its own parser: every argument after `bench` goes to it
+        from mdgen import bench
+        return bench.main(argv[1:])
+    parser = argparse.ArgumentParser(prog="mdgen", description=__doc__.splitlines()[0],
+                                     epilog="mdgen bench [...]: training/sampling/tokenizer throughput "
+                                            "(see mdgen bench --help)")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")
     sub = parser.add_subparsers(dest="command", required=True, metavar="command")
     for name, (_, help_) in STAGES.items():

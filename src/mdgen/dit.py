@@ -385,12 +385,15 @@ class LightningDiT(nn.Module):
         """
         assert guidance_channels in GUIDANCE_CHANNELS, f"guidance_channels {guidance_channels!r} not in {GUIDANCE_CHANNELS}"
         half = x[: len(x) // 2]
-        model_out = self.forward(torch.cat([half, half], dim=0), t, y)  # [2B, C, H, W]
+        # self(...), not self.forward(...): an in-place `Module.compile()` (mdgen bench) replaces __call__
+        model_out = self(torch.cat([half, half], dim=0), t, y)   # [2B, C, H, W]
         n_guided = 3 if guidance_channels == "first3" else model_out.shape[1]
         eps, rest = model_out[:, :n_guided], model_out[:, n_guided:]
         cond_eps, uncond_eps = torch.split(eps, len(eps) // 2, dim=0)
         half_eps = uncond_eps + cfg_scale * (cond_eps - uncond_eps)
-        if t[0] < cfg_interval_start:
+        # t >= 0, so with no interval (start <= 0) the test is skipped: reading t[0] on the host would
+        # wait for the GPU at every sampling step
+        if cfg_interval_start > 0 and t[0] < cfg_interval_start:
             half_eps = cond_eps
         eps = torch.cat([half_eps, half_eps], dim=0)
         return torch.cat([eps, rest], dim=1)                      # [2B, C, H, W]

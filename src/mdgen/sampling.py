@@ -43,12 +43,14 @@ def shifted_grid(steps: int, timestep_shift: float = 0.3) -> torch.Tensor:
 
 def velocity_fn(model: LightningDiT, labels: torch.Tensor, *, cfg_scale: float = 1.0,
                 cfg_interval_start: float = 0.0, guidance_channels: str = "all", null_class: int | None = None,
-                autocast_dtype: torch.dtype | None = None) -> VelocityFn:
+                autocast_dtype: torch.dtype | None = None, skip_uncond: bool = True) -> VelocityFn:
     """fn(x [B, C, H, W], t 0-dim) -> guided velocity [B, C, H, W] (float32) for the B samples labelled `labels`.
 
     With cfg_scale != 1 and t >= cfg_interval_start the model runs on [x, x] with [labels, null] and
     upstream's `forward_with_cfg` combines them; otherwise only the conditional pass runs, which is what
-    `forward_with_cfg` returns there anyway. `null_class` defaults to the model's.
+    `forward_with_cfg` returns there anyway. skip_uncond=False runs both halves at every step as
+    upstream does (same result, more work: kept so `mdgen bench` can measure the saving). `null_class`
+    defaults to the model's.
     """
     assert guidance_channels in GUIDANCE_CHANNELS, f"guidance_channels {guidance_channels!r} not in {GUIDANCE_CHANNELS}"
     n = labels.shape[0]
@@ -61,13 +63,20 @@ def velocity_fn(model: LightningDiT, labels: torch.Tensor, *, cfg_scale: float =
         y_cfg = torch.cat([labels, torch.full_like(labels, null_class)])
 
     def fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        t = t.to(device=x.device, dtype=torch.float32).reshape(1)
+        t = t.to(dtype=torch.float32).reshape(1)
+        # decided on the host copy of t (the solvers pass CPU times): the same float32 comparison as
+        # upstream's `t[0] < cfg_interval_start`, without making the host wait for the GPU every step;
+        # t is then filled in on the device, since a blocking host->device copy would wait too
+        in_interval = guided and not bool(t[0] < cfg_interval_start)
+        t = torch.full((1,), float(t[0]), dtype=torch.float32, device=x.device)
         with torch.autocast(device_type=x.device.type, dtype=autocast_dtype or torch.float32,
                             enabled=autocast_dtype is not None):
-            # same float32 comparison as upstream's `t[0] < cfg_interval_start`
-            if guided and not bool(t[0] < cfg_interval_start):
+            if in_interval or (guided and not skip_uncond):
+                # inside the interval the host has already checked t, so forward_with_cfg need not
+                # (start 0 skips its device-side test); the full path keeps upstream's test and sync
+                start = cfg_interval_start if not in_interval else 0.0
                 v = model.forward_with_cfg(torch.cat([x, x]), t.expand(2 * n), y_cfg, cfg_scale,
-                                           cfg_interval_start, guidance_channels)[:n]
+                                           start, guidance_channels)[:n]
             else:
                 v = model(x, t.expand(n), labels)
         return v.float()
@@ -167,7 +176,8 @@ def sample_latents(model: LightningDiT, labels: torch.Tensor, *, steps: int | No
                    cfg_scale: float = 1.0, cfg_interval_start: float = 0.0, timestep_shift: float = 0.3,
                    guidance_channels: str = "all", generator: torch.Generator | None = None,
                    noise: torch.Tensor | None = None, batch_size: int | None = None, null_class: int | None = None,
-                   autocast_dtype: torch.dtype | None = None, atol: float = 1e-6, rtol: float = 1e-3) -> torch.Tensor:
+                   autocast_dtype: torch.dtype | None = None, atol: float = 1e-6, rtol: float = 1e-3,
+                   skip_uncond: bool = True) -> torch.Tensor:
     """Generate one latent [C, H, W] per label: [N] labels -> [N, C, H, W] float32 on the model's device.
 
     steps: solver steps on the shifted grid (euler: NFE = steps, heun: 2*steps); dopri5 picks its own
@@ -175,7 +185,8 @@ def sample_latents(model: LightningDiT, labels: torch.Tensor, *, steps: int | No
     at once for all N from `generator` (on the generator's device, then moved), so fixed-step results
     do not depend on batch_size. The model must be in eval mode (training mode drops labels).
     Guidance: see `velocity_fn` and `LightningDiT.forward_with_cfg`; 'all' guides every channel,
-    'first3' reproduces upstream.
+    'first3' reproduces upstream; skip_uncond=False also runs the unconditional half outside the
+    guidance interval (upstream's cost, same samples).
     """
     if model.training:
         raise ValueError("model is in training mode (labels would be dropped at random); call model.eval() first")
@@ -202,6 +213,7 @@ def sample_latents(model: LightningDiT, labels: torch.Tensor, *, steps: int | No
     for start in range(0, shape[0], batch_size):
         y = labels[start:start + batch_size]
         fn = velocity_fn(model, y, cfg_scale=cfg_scale, cfg_interval_start=cfg_interval_start,
-                         guidance_channels=guidance_channels, null_class=null_class, autocast_dtype=autocast_dtype)
+                         guidance_channels=guidance_channels, null_class=null_class, autocast_dtype=autocast_dtype,
+                         skip_uncond=skip_uncond)
         out.append(integrate(fn, noise[start:start + batch_size], times, method=method, atol=atol, rtol=rtol))
     return torch.cat(out)

@@ -90,18 +90,24 @@ class FlowModule(L.LightningModule):
         self.save_hyperparameters(logger=False)
         self.model: LightningDiT = build_dit(model_name, **model_kwargs)
         self.ema: LightningDiT = copy.deepcopy(self.model).requires_grad_(False)
-        self._forward = self.model
         if compile:
-            try:
-                self._forward = torch.compile(self.model)
-            except Exception as e:  # noqa: BLE001 -- any backend failure: fall back, say so
-                log.warning("torch.compile failed (%s); training eagerly", e)
+            # in place (Module.compile), so state_dict keys stay the upstream names and a checkpoint
+            # written with compile on resumes with it off; compile errors surface at the first step
+            self.model.compile()
 
-    def training_step(self, batch, batch_idx):
+    def train_loss(self, batch) -> torch.Tensor:
+        """Flow loss of one (latents, labels) batch through the (compiled) model; no logging, no host sync.
+
+        The forward half of a training step, shared by `training_step` and `mdgen bench`.
+        """
         x1, y = batch
         hp = self.hparams
-        loss = flow.flow_loss(self._forward, x1, y, cos_weight=hp.cos_weight, t_sampling=hp.t_sampling,
+        return flow.flow_loss(self.model, x1, y, cos_weight=hp.cos_weight, t_sampling=hp.t_sampling,
                               t_mean=hp.t_mean, t_std=hp.t_std).loss
+
+    def training_step(self, batch, batch_idx):
+        hp = self.hparams
+        loss = self.train_loss(batch)
         every = hp.check_finite_every
         if every and self.global_step % every == 0 and not torch.isfinite(loss):
             raise FloatingPointError(f"non-finite training loss {loss.item()} at step {self.global_step}; "
@@ -110,7 +116,11 @@ class FlowModule(L.LightningModule):
         return loss
 
     def on_train_batch_end(self, outputs, batch, batch_idx):
-        # EMA after the optimizer step, one fused op over all tensors (no Python loop on the hot path)
+        self.update_ema()
+
+    def update_ema(self) -> None:
+        """ema += (1 - decay) * (model - ema) after the optimizer step (also called by `mdgen bench`)."""
+        # one fused op over all tensors (no Python loop on the hot path)
         decay = self.hparams.ema_decay
         ema_p = [p for p in self.ema.parameters()]
         cur_p = [p.detach() for p in self.model.parameters()]
@@ -130,11 +140,19 @@ class FlowModule(L.LightningModule):
         for k, v in losses.items():
             self.log(k, torch.stack(v).mean(), prog_bar=k == "val/loss", sync_dist=True, batch_size=x1.shape[0])
 
+    def make_optimizer(self, fused: bool | None = None) -> torch.optim.AdamW:
+        """AdamW on the model's parameters; fused (one kernel for all tensors) by default on CUDA.
+
+        `fused` is for `mdgen bench`, which measures the fused step against the foreach one.
+        """
+        hp = self.hparams
+        fused = self.device.type == "cuda" if fused is None else fused
+        return torch.optim.AdamW(self.model.parameters(), lr=hp.lr, weight_decay=hp.weight_decay,
+                                 betas=tuple(hp.betas), fused=fused)
+
     def configure_optimizers(self):
         hp = self.hparams
-        fused = self.device.type == "cuda"
-        opt = torch.optim.AdamW(self.model.parameters(), lr=hp.lr, weight_decay=hp.weight_decay,
-                                betas=tuple(hp.betas), fused=fused)
+        opt = self.make_optimizer()
         if not hp.warmup_steps:
             return opt
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / hp.warmup_steps))
