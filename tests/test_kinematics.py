@@ -1,0 +1,85 @@
+"""Gait measurements: jet inversion and recovery of the simulator's ground truth from RGB PNGs."""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from matplotlib import colormaps
+from PIL import Image
+
+from mdgen.kinematics import (
+    autocorrelation, background_fraction, db_to_level, gait_cycle, jet_to_level, limb_envelope, measure_gait,
+    torso_row, torso_velocity,
+)
+from mdgen.simulate import (
+    JET_LUT, RadarConfig, image_time_axis, image_velocity_axis, png_bytes, sample_users, simulate_spectrogram,
+    spectrogram_to_rgb,
+)
+
+RADAR = RadarConfig()
+VELOCITY, TIME = image_velocity_axis(RADAR), image_time_axis(RADAR)
+
+
+def test_jet_inversion_round_trips_and_tolerates_off_colours():
+    levels = np.linspace(0, 1, 256 * 256).reshape(256, 256)
+    rgb = JET_LUT[np.minimum((levels * 256).astype(int), 255)]
+    back = jet_to_level(rgb)
+    assert back.shape == (256, 256) and back.dtype == np.float32
+    # jet is pure blue (0, 0, 255) from 0.11 to 0.125: that stretch cannot be told apart
+    assert np.abs(back - levels).max() < 0.016
+    assert np.mean(np.abs(back - levels)) < 1.0 / 255
+    # a smooth matplotlib rendering (not quantised to the table) inverts as well
+    smooth = (colormaps["jet"].resampled(4096)(levels)[..., :3] * 255).round().astype(np.uint8)
+    assert np.abs(jet_to_level(smooth) - levels).max() < 0.016
+    # JPEG-like colour noise: nearest colour on the jet curve
+    noisy = np.clip(rgb.astype(int) + np.random.default_rng(0).integers(-10, 11, rgb.shape), 0, 255).astype(np.uint8)
+    level, dist = jet_to_level(noisy, return_distance=True)
+    assert np.mean(np.abs(level - levels)) < 0.01 and np.abs(level - levels).max() < 0.06
+    assert dist.max() <= np.sqrt(3) * 10 + 1.0  # the noise, plus half a step of the sampled jet curve
+
+
+def test_db_to_level_and_background():
+    db = np.array([[0.0, -10.0], [-40.0, -80.0]])
+    assert db_to_level(db, 40.0).tolist() == [[1.0, 0.75], [0.0, 0.0]]
+    assert background_fraction(db_to_level(db, 40.0)) == 0.5
+
+
+def test_measures_on_a_synthetic_gait_map():
+    # torso line at -1.2 m/s, limbs every 0.55 s step reaching -3.3 m/s: known answers
+    level = np.full((256, 256), 0.05, dtype=np.float32)
+    torso = np.argmin(np.abs(VELOCITY + 1.2))
+    level[torso] = 0.9
+    level[[torso - 1, torso + 1]] = 0.7
+    step = 0.55
+    swing = np.clip(np.sin(np.pi * (TIME % step) / step), 0, None) ** 2  # one burst per step
+    reach = -1.2 - 2.1 * swing
+    for c, v in enumerate(reach):
+        rows = (VELOCITY < -1.6) & (VELOCITY >= v)
+        level[rows, c] = 0.5
+    assert torso_row(level) == torso
+    assert torso_velocity(level, VELOCITY) == pytest.approx(-1.2, abs=0.03)
+    assert gait_cycle(level, VELOCITY, TIME) == pytest.approx(2 * step, rel=0.03)
+    assert limb_envelope(level, VELOCITY, percentile=100) == pytest.approx(3.3, abs=0.06)
+    m = measure_gait(level, VELOCITY, TIME)
+    assert m.steps == pytest.approx(RADAR.duration_s / step, rel=0.03)
+    assert m.envelope_ratio == pytest.approx(m.envelope_mps / 1.2, rel=0.02)
+    ac = autocorrelation(np.sin(2 * np.pi * np.arange(200) / 25))
+    assert ac[0] == 1.0 and ac[25] > 0.95 and ac[12] < -0.9
+
+
+def test_ground_truth_is_recovered_from_rgb_png():
+    """The evaluation stage's contract: from a generated PNG (through the jet inversion) the
+    torso speed and the gait cycle come back within 5 % of the simulator's ground truth."""
+    users = sample_users(8, seed=3)
+    speed_err, cycle_err = [], []
+    for i in range(16):
+        spec = simulate_spectrogram(users[i % 8], 500 + i, RADAR)
+        png = png_bytes(spectrogram_to_rgb(spec, RADAR.dynamic_range_db))
+        level = jet_to_level(np.asarray(Image.open(io.BytesIO(png)).convert("RGB")))
+        m = measure_gait(level, VELOCITY, TIME)
+        speed_err.append(-m.torso_velocity / spec.truth["radial_speed_mps"] - 1)
+        cycle_err.append(m.cycle_s / spec.truth["cycle_s"] - 1)
+    assert np.max(np.abs(speed_err)) < 0.05, speed_err
+    assert np.max(np.abs(cycle_err)) < 0.05, cycle_err
+    assert abs(np.median(speed_err)) < 0.02 and abs(np.median(cycle_err)) < 0.02
