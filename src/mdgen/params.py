@@ -108,6 +108,23 @@ SCHEMA: dict[str, Spec] = {
     "sample.guidance_channels": Choice("all", "first3"),
     "sample.batch_size": Int(1),
     "sample.plot_per_user": Int(1, 16),
+    "classifier.image_size": Int(16, 1024),
+    "classifier.width": Int(1, 512),
+    "classifier.steps": Int(1),
+    "classifier.batch_size": Int(1),
+    "classifier.lr": Float(0.0, 1.0, lo_open=True),
+    "classifier.weight_decay": Float(0.0),
+    "classifier.augment": Bool(),
+    "classifier.threads": Int(0, 1024),
+    "evaluate.fewshot_per_user": Int(1),
+    "evaluate.fewshot_steps": Int(1),
+    "evaluate.seeds": Int(1, 100),
+    "evaluate.kid_subsets": Int(1),
+    "evaluate.kid_subset_size": Int(2),
+    "evaluate.precision_recall_k": Int(1),
+    "evaluate.density_coverage_k": Int(1),
+    "evaluate.memorisation_percentile": Float(0.0, 100.0, lo_open=True, hi_open=True),
+    "evaluate.plot_pairs": Int(1, 64),
 }
 
 

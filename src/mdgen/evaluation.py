@@ -1,0 +1,269 @@
+"""How good are generated spectrograms: identity, distribution, memorisation, kinematics, usefulness.
+
+Feature metrics run in the penultimate space of the identification classifier
+(`mdgen.classifier.features`), not Inception's: ImageNet features say little about
+micro-Doppler, while this space is built to separate the people we generate. Numbers are
+therefore comparable across runs that share the classifier, not with published FIDs.
+
+All functions take plain arrays (features float [N, D], uint8 images [N, H, W, 3], integer
+labels) and return plain dicts/floats; the `evaluate` stage wires them to files.
+"""
+from __future__ import annotations
+
+import numpy as np
+from scipy.spatial.distance import cdist
+
+from mdgen.classifier import accuracy, train_classifier
+from mdgen.kinematics import jet_to_level, measure_gait
+
+# --------------------------------------------------------------------------------------
+# Distribution metrics in feature space
+# --------------------------------------------------------------------------------------
+
+
+def _check_feats(*feats: np.ndarray, min_n: int = 2) -> list[np.ndarray]:
+    out = [np.asarray(f, dtype=np.float64) for f in feats]
+    for f in out:
+        if f.ndim != 2 or f.shape[0] < min_n:
+            raise ValueError(f"expected features [N >= {min_n}, D], got shape {f.shape}")
+    if len({f.shape[1] for f in out}) != 1:
+        raise ValueError(f"feature dimensions differ: {[f.shape[1] for f in out]}")
+    return out
+
+
+def _sqrt_psd(m: np.ndarray) -> np.ndarray:
+    """Symmetric square root of a (numerically) positive semi-definite matrix."""
+    w, v = np.linalg.eigh((m + m.T) / 2)
+    return (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+
+
+def frechet_distance(feats_a: np.ndarray, feats_b: np.ndarray) -> float:
+    """FID formula: |mu_a - mu_b|^2 + tr(S_a + S_b - 2 (S_a S_b)^(1/2)).
+
+    tr((S_a S_b)^(1/2)) is computed as the sum of square roots of the eigenvalues of the
+    symmetric PSD matrix S_a^(1/2) S_b S_a^(1/2) (same spectrum as S_a S_b). Unlike
+    scipy.linalg.sqrtm this stays real and exact when N < D leaves the covariances singular,
+    which is the normal case here (~100 samples, 128-256 features).
+    """
+    a, b = _check_feats(feats_a, feats_b)
+    mu = a.mean(0) - b.mean(0)
+    sa, sb = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    ra = _sqrt_psd(sa)
+    cross = np.sqrt(np.clip(np.linalg.eigvalsh(ra @ sb @ ra), 0, None)).sum()
+    return float(max(mu @ mu + np.trace(sa) + np.trace(sb) - 2 * cross, 0.0))
+
+
+def _mmd2_unbiased(x: np.ndarray, y: np.ndarray, degree: int) -> float:
+    d = x.shape[1]
+    kxx = (x @ x.T / d + 1) ** degree
+    kyy = (y @ y.T / d + 1) ** degree
+    kxy = (x @ y.T / d + 1) ** degree
+    m, n = len(x), len(y)
+    return float((kxx.sum() - np.trace(kxx)) / (m * (m - 1)) + (kyy.sum() - np.trace(kyy)) / (n * (n - 1))
+                 - 2 * kxy.mean())
+
+
+def kernel_inception_distance(feats_a: np.ndarray, feats_b: np.ndarray, *, subsets: int = 100,
+                              subset_size: int = 1000, degree: int = 3, seed: int = 0) -> dict:
+    """KID (Binkowski et al. 2018): unbiased MMD^2 with the kernel (x.y/d + 1)^3, over random subsets.
+
+    Each of `subsets` draws min(subset_size, N_a, N_b) points from each set without
+    replacement; returns the mean and std over subsets. Unbiased, so it can go slightly
+    negative, and its expectation is 0 when both sets come from one distribution, whatever N.
+    """
+    a, b = _check_feats(feats_a, feats_b)
+    m = min(subset_size, len(a), len(b))
+    rng = np.random.default_rng(seed)
+    vals = np.array([_mmd2_unbiased(a[rng.choice(len(a), m, replace=False)], b[rng.choice(len(b), m, replace=False)],
+                                    degree) for _ in range(subsets)])
+    return {"kid": float(vals.mean()), "kid_std": float(vals.std()), "subset_size": m}
+
+
+def _kth_neighbour_radius(x: np.ndarray, k: int) -> np.ndarray:
+    """Distance from each point to its k-th nearest other point of the same set."""
+    if len(x) <= k:
+        raise ValueError(f"need more than k={k} points for k-NN radii, got {len(x)}")
+    d = cdist(x, x)
+    return np.sort(d, axis=1)[:, k]  # column 0 is the point itself
+
+
+def precision_recall(real: np.ndarray, fake: np.ndarray, k: int = 3) -> dict:
+    """Improved precision and recall (Kynkaanniemi et al. 2019).
+
+    Each set's manifold is the union of balls around its points with radius the distance to
+    the k-th nearest neighbour in that set. Precision: share of fake points inside the real
+    manifold (fidelity). Recall: share of real points inside the fake manifold (diversity).
+    """
+    real, fake = _check_feats(real, fake)
+    r_real, r_fake = _kth_neighbour_radius(real, k), _kth_neighbour_radius(fake, k)
+    d = cdist(fake, real)  # (fake, real)
+    precision = np.mean((d <= r_real[None, :]).any(axis=1))
+    recall = np.mean((d <= r_fake[:, None]).any(axis=0))
+    return {"precision": float(precision), "recall": float(recall)}
+
+
+def density_coverage(real: np.ndarray, fake: np.ndarray, k: int = 5) -> dict:
+    """Density and coverage (Naeem et al. 2020), with balls around the real points only.
+
+    Density: mean number of real balls containing each fake point, over k (about 1 when the
+    distributions match, above 1 when fakes crowd into dense real regions; robust to real
+    outliers, unlike precision). Coverage: share of real points whose ball holds a fake point.
+    """
+    real, fake = _check_feats(real, fake)
+    r_real = _kth_neighbour_radius(real, k)
+    inside = cdist(fake, real) <= r_real[None, :]  # (fake, real)
+    return {"density": float(inside.sum() / (k * len(fake))), "coverage": float(inside.any(axis=0).mean())}
+
+
+# --------------------------------------------------------------------------------------
+# Memorisation
+# --------------------------------------------------------------------------------------
+
+def memorisation_share(gen_feats: np.ndarray, train_feats: np.ndarray, val_feats: np.ndarray,
+                       percentile: float = 5.0, n_pairs: int = 8) -> dict:
+    """Share of generated samples closer to their nearest train sample than real unseen data usually is.
+
+    The threshold is the `percentile` of the nearest-train distances of real val samples:
+    fresh real recordings of the same people fall below it `percentile` % of the time, so a
+    generator that makes new samples should score about percentile/100 (`expected`), and one
+    that copies its training set scores far more. Returns the share, the threshold, and the
+    `n_pairs` closest (generated index, train index, distance) pairs, closest first.
+    """
+    gen, train, val = _check_feats(gen_feats, train_feats, val_feats, min_n=1)
+    d_val = cdist(val, train).min(axis=1)
+    threshold = float(np.percentile(d_val, percentile))
+    d_gen = cdist(gen, train)
+    nearest = d_gen.argmin(axis=1)
+    dist = d_gen[np.arange(len(gen)), nearest]
+    order = np.argsort(dist, kind="stable")[:n_pairs]
+    return {
+        "share": float(np.mean(dist < threshold)),
+        "expected": percentile / 100.0,
+        "threshold": threshold,
+        "median_gen_to_train": float(np.median(dist)),
+        "median_val_to_train": float(np.median(d_val)),
+        "pairs": [(int(i), int(nearest[i]), float(dist[i])) for i in order],
+    }
+
+
+# --------------------------------------------------------------------------------------
+# Identity
+# --------------------------------------------------------------------------------------
+
+def confusion_matrix(true: np.ndarray, pred: np.ndarray, num_classes: int) -> np.ndarray:
+    """Counts int64 [num_classes, num_classes]: row = true (requested) class, column = predicted."""
+    cm = np.zeros((num_classes, num_classes), dtype=np.int64)
+    np.add.at(cm, (np.asarray(true, dtype=np.int64), np.asarray(pred, dtype=np.int64)), 1)
+    return cm
+
+
+def per_class_accuracy(true: np.ndarray, pred: np.ndarray, num_classes: int) -> np.ndarray:
+    """Top-1 accuracy per true class (NaN for a class without samples)."""
+    cm = confusion_matrix(true, pred, num_classes)
+    n = cm.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n > 0, np.diag(cm) / np.maximum(n, 1), np.nan)
+
+
+# --------------------------------------------------------------------------------------
+# Kinematics
+# --------------------------------------------------------------------------------------
+
+GAIT_KEYS = ("torso_speed_mps", "cycle_s", "envelope_mps")
+
+
+def gait_measures(images: np.ndarray, velocity: np.ndarray, time: np.ndarray) -> dict[str, np.ndarray]:
+    """Per image: torso speed |torso Doppler velocity|, gait cycle and limb envelope (mdgen.kinematics).
+
+    Images whose gait cycle cannot be measured (too short an axis) raise, naming the reason;
+    a generated image that is noise still gets numbers -- wrong ones, which is the point.
+    """
+    out = {k: [] for k in GAIT_KEYS}
+    for im in images:
+        m = measure_gait(jet_to_level(im), velocity, time)
+        out["torso_speed_mps"].append(abs(m.torso_velocity))
+        out["cycle_s"].append(m.cycle_s)
+        out["envelope_mps"].append(m.envelope_mps)
+    return {k: np.asarray(v, dtype=np.float64) for k, v in out.items()}
+
+
+def _mean_std(values: np.ndarray) -> dict:
+    values = np.asarray(values, dtype=np.float64)
+    values = values[np.isfinite(values)]
+    return {"mean": float(values.mean()), "std": float(values.std())} if len(values) else {"mean": None, "std": None}
+
+
+def compare_gait(sources: dict[str, tuple[dict[str, np.ndarray], np.ndarray]], users: list[str],
+                 classes: list[int], reference: str = "real") -> dict:
+    """Per-user mean and std of each gait measure for each source, and how far each source is from `reference`.
+
+    `sources` maps a name (e.g. real, generated, truth) to (measures as `gait_measures` returns,
+    labels); a source may lack some measures (the simulator's truth has no limb envelope).
+    `mae` holds, per source other than the reference and per measure, the mean over users of
+    |source mean - reference mean|: how well the per-person gait is reproduced.
+    """
+    per_user = {users[c]: {name: {k: _mean_std(v[lab == c]) for k, v in meas.items()}
+                           for name, (meas, lab) in sources.items()} for c in classes}
+    ref_meas = sources[reference][0]
+    mae = {}
+    for name, (meas, _) in sources.items():
+        if name == reference:
+            continue
+        for k in meas:
+            if k not in ref_meas:
+                continue
+            d = [abs(per_user[u][name][k]["mean"] - per_user[u][reference][k]["mean"]) for u in per_user
+                 if per_user[u][name][k]["mean"] is not None and per_user[u][reference][k]["mean"] is not None]
+            mae[f"{k}_mae_{name}_vs_{reference}"] = float(np.mean(d)) if d else None
+    return {"per_user": per_user, "mae": mae}
+
+
+# --------------------------------------------------------------------------------------
+# Augmentation gain
+# --------------------------------------------------------------------------------------
+
+def fewshot_indices(labels: np.ndarray, per_class: int, seed: int) -> np.ndarray:
+    """`per_class` indices of each class (all of a class that has fewer), drawn with `seed`, sorted."""
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    picks = []
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        picks.append(rng.choice(idx, min(per_class, len(idx)), replace=False))
+    return np.sort(np.concatenate(picks))
+
+
+def augmentation_gain(train_images: np.ndarray, train_labels: np.ndarray, val_images: np.ndarray,
+                      val_labels: np.ndarray, gen_images: np.ndarray, gen_labels: np.ndarray, num_classes: int, *,
+                      fewshot_per_user: int, seeds: list[int], recipe: dict) -> dict:
+    """Does adding generated samples help a classifier that sees only a few real ones?
+
+    Per seed: draw `fewshot_per_user` real train images per user, train the classifier recipe
+    (keyword arguments of `mdgen.classifier.train_classifier` except the seed) on them alone
+    and on them plus all generated images, and test both on real val. Both arms take the same
+    optimiser steps and seed, so the difference is the data. Returns per-seed accuracies,
+    mean and (population) std of each arm, and of the paired gain.
+    """
+    if len(seeds) < 1:
+        raise ValueError("augmentation_gain: need at least one seed")
+    real_only, augmented = [], []
+    for seed in seeds:
+        idx = fewshot_indices(train_labels, fewshot_per_user, seed)
+        x, y = train_images[idx], np.asarray(train_labels)[idx]
+        m = train_classifier(x, y, num_classes, seed=seed, **recipe)
+        real_only.append(accuracy(m, val_images, val_labels))
+        m = train_classifier(np.concatenate([x, gen_images]), np.concatenate([y, np.asarray(gen_labels)]), num_classes,
+                             seed=seed, **recipe)
+        augmented.append(accuracy(m, val_images, val_labels))
+    real_only, augmented = np.array(real_only), np.array(augmented)
+    gain = augmented - real_only
+    return {
+        "fewshot_per_user": fewshot_per_user,
+        "generated_images": int(len(gen_images)),
+        "seeds": [int(s) for s in seeds],
+        "real_only": real_only.tolist(),
+        "real_plus_generated": augmented.tolist(),
+        "real_only_mean": float(real_only.mean()), "real_only_std": float(real_only.std()),
+        "real_plus_generated_mean": float(augmented.mean()), "real_plus_generated_std": float(augmented.std()),
+        "gain_mean": float(gain.mean()), "gain_std": float(gain.std()),
+    }

@@ -1,0 +1,68 @@
+"""`classifier` stage: real train images -> models/classifier.safetensors, metrics/classifier.json.
+
+The judge of the `evaluate` stage. It sees only the real train split (never generated
+samples, never val), so it depends on the data alone and stays cached across DiT experiments.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+
+from mdgen import params
+from mdgen.classifier import load_images, predict, save_classifier, train_classifier
+from mdgen.evaluation import per_class_accuracy
+from mdgen.io import write_json
+from mdgen.stages.extract import files_and_labels, read_split
+
+RECIPE_KEYS = ["classifier.image_size", "classifier.width", "classifier.batch_size", "classifier.lr",
+               "classifier.weight_decay", "classifier.augment"]
+KEYS = ["seed", "data.image_size", "classifier.steps", "classifier.threads", *RECIPE_KEYS]
+
+
+def recipe(p: dict) -> dict:
+    """The training recipe as `train_classifier` keywords, less its length (shared with evaluate's few-shot runs)."""
+    return dict(batch_size=p["classifier.batch_size"], lr=p["classifier.lr"],
+                weight_decay=p["classifier.weight_decay"], image_size=p["classifier.image_size"],
+                width=p["classifier.width"], augment=p["classifier.augment"])
+
+
+def set_threads(n: int) -> None:
+    """torch intra-op threads for this process (0 keeps torch's default)."""
+    if n > 0:
+        torch.set_num_threads(n)
+
+
+def main(params_path: str = "params.yaml", split_path: str = "data/split.json",
+         out: str = "models/classifier.safetensors", metrics_path: str = "metrics/classifier.json") -> dict:
+    p = params.read(KEYS, params_path)
+    set_threads(p["classifier.threads"])
+    manifest = read_split(split_path)
+    users = manifest["users"]
+    train_files, train_labels = files_and_labels(manifest, "train")
+    val_files, val_labels = files_and_labels(manifest, "val")
+    size = p["data.image_size"]
+    x_train, x_val = load_images(train_files, size), load_images(val_files, size)
+    y_train, y_val = train_labels.numpy(), val_labels.numpy()
+
+    t0 = time.perf_counter()
+    model = train_classifier(x_train, y_train, len(users), seed=p["seed"], steps=p["classifier.steps"], **recipe(p))
+    train_s = time.perf_counter() - t0
+    pred_val = predict(model, x_val).argmax(1)
+    pred_train = predict(model, x_train).argmax(1)
+    per_user = per_class_accuracy(y_val, pred_val, len(users))
+    metrics = {
+        "val_accuracy": float(np.mean(pred_val == y_val)),
+        "train_accuracy": float(np.mean(pred_train == y_train)),
+        "val_accuracy_per_user": {u: float(a) for u, a in zip(users, per_user)},
+        "train_images": len(train_files),
+        "val_images": len(val_files),
+        "parameters": sum(t.numel() for t in model.parameters()),
+        "train_s": round(train_s, 1),
+    }
+    save_classifier(model, out, users=users)
+    write_json(metrics_path, metrics)
+    print(f"classifier: {len(users)} users, {len(train_files)} real train images, {p['classifier.steps']} steps "
+          f"in {train_s:.1f} s; real val accuracy {metrics['val_accuracy']:.3f} ({len(val_files)} images) -> {out}")
+    return metrics

@@ -1,0 +1,98 @@
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from mdgen.classifier import (accuracy, features, load_classifier, load_images, predict, prepare, save_classifier,
+                              time_shift, train_classifier)
+
+TINY = dict(steps=40, batch_size=16, lr=3e-3, weight_decay=1e-4, image_size=16, width=4, augment=True)
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """These models are tiny: one thread beats two, and on a busy 2-core box two spinning OpenMP
+    threads are 10-50x slower (measured), so the tests pin one and restore the setting."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def toy_set(n_per_class: int, seed: int, size: int = 32, classes: int = 3):
+    """Noisy images whose class is the row of one bright horizontal band: trivially separable."""
+    rng = np.random.default_rng(seed)
+    images, labels = [], []
+    for c in range(classes):
+        for _ in range(n_per_class):
+            im = rng.uniform(0, 90, (size, size, 3))
+            band = slice(c * size // classes, (c + 1) * size // classes)
+            im[band] += 150
+            images.append(im.clip(0, 255).astype(np.uint8))
+            labels.append(c)
+    return np.stack(images), np.array(labels)
+
+
+@pytest.fixture(scope="module")
+def toy():
+    return toy_set(16, seed=0), toy_set(10, seed=1)
+
+
+def test_learns_a_separable_toy_set(toy):
+    (x, y), (xt, yt) = toy
+    model = train_classifier(x, y, 3, seed=0, **TINY)
+    assert accuracy(model, xt, yt) > 0.9
+    probs = predict(model, xt)
+    assert probs.shape == (len(xt), 3) and np.allclose(probs.sum(1), 1, atol=1e-5)
+    assert features(model, xt).shape == (len(xt), 8 * TINY["width"])
+
+
+def test_training_is_deterministic_for_a_seed(toy):
+    (x, y), (xt, _) = toy
+    kw = {**TINY, "steps": 8}
+    a, b = train_classifier(x, y, 3, seed=5, **kw), train_classifier(x, y, 3, seed=5, **kw)
+    c = train_classifier(x, y, 3, seed=6, **kw)
+    for k, v in a.state_dict().items():
+        assert torch.equal(v, b.state_dict()[k]), k
+    assert np.array_equal(features(a, xt), features(b, xt))
+    assert not np.array_equal(features(a, xt), features(c, xt))
+
+
+def test_save_load_roundtrip(tmp_path, toy):
+    (x, y), (xt, _) = toy
+    model = train_classifier(x, y, 3, seed=0, **{**TINY, "steps": 4})
+    save_classifier(model, tmp_path / "c.safetensors", users=["ID_1", "ID_2", "ID_3"])
+    loaded, meta = load_classifier(tmp_path / "c.safetensors")
+    assert meta["users"] == ["ID_1", "ID_2", "ID_3"]
+    assert loaded.config == model.config
+    assert np.array_equal(predict(loaded, xt), predict(model, xt))
+    with pytest.raises(ValueError, match="2 users for a 3-class model"):
+        save_classifier(model, tmp_path / "bad.safetensors", users=["ID_1", "ID_2"])
+
+
+def test_prepare_matches_loading_the_file_at_that_size(tmp_path):
+    rng = np.random.default_rng(0)
+    im = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    Image.fromarray(im).save(tmp_path / "a.png")
+    direct = prepare(load_images([tmp_path / "a.png"], 16), 16)
+    resized = prepare(im[None], 16)
+    assert direct.shape == (1, 3, 16, 16) and torch.equal(direct, resized)
+    assert direct.min() >= -1 and direct.max() <= 1
+
+
+def test_time_shift_moves_only_along_time():
+    x = torch.arange(2 * 3 * 8 * 8, dtype=torch.float32).reshape(2, 3, 8, 8)
+    y = time_shift(x, 2, torch.Generator().manual_seed(0))
+    assert y.shape == x.shape
+    # every output column is some input column (reflected shift): rows never move
+    for i in range(2):
+        for col in range(8):
+            assert any(torch.equal(y[i, :, :, col], x[i, :, :, j]) for j in range(8))
+
+
+def test_bad_inputs_name_the_problem(toy):
+    (x, y), _ = toy
+    with pytest.raises(ValueError, match="labels span 0..2, outside 0..1"):
+        train_classifier(x, y, 2, seed=0, **TINY)
+    with pytest.raises(ValueError, match="images and .* labels"):
+        train_classifier(x, y[:-1], 3, seed=0, **TINY)

@@ -1,0 +1,244 @@
+import json
+
+import numpy as np
+import pytest
+import scipy.linalg
+import torch
+from PIL import Image
+
+from mdgen.evaluation import (augmentation_gain, compare_gait, confusion_matrix, density_coverage, fewshot_indices,
+                              frechet_distance, gait_measures, kernel_inception_distance,
+                              memorisation_share, per_class_accuracy, precision_recall)
+from mdgen.io import write_json
+from mdgen.kinematics import jet_to_level, measure_gait
+from mdgen.simulate import (JET_LUT, image_time_axis, image_velocity_axis, sample_users, simulate_spectrogram,
+                            spectrogram_to_rgb)
+from mdgen.split import make_split
+from tests.conftest import write_params
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """These models are tiny: one thread beats two, and on a busy 2-core box two spinning OpenMP
+    threads are 10-50x slower (measured), so the tests pin one and restore the setting."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def gauss(n, d=16, shift=0.0, seed=0):
+    return np.random.default_rng(seed).normal(shift, 1.0, (n, d))
+
+
+# --------------------------------------------------------------------------------------
+# Feature metrics
+# --------------------------------------------------------------------------------------
+
+def test_fid_zero_on_itself_and_floor_below_noise():
+    a, b = gauss(400, seed=0), gauss(400, seed=1)
+    noise = gauss(400, shift=1.0, seed=2) * 2
+    assert frechet_distance(a, a) == pytest.approx(0.0, abs=1e-6)
+    floor = frechet_distance(a, b)
+    assert floor < 0.2 * frechet_distance(a, noise)
+
+
+def test_fid_matches_sqrtm_when_covariances_are_full_rank():
+    a, b = gauss(300, d=6, seed=0), gauss(300, d=6, shift=0.3, seed=1) @ np.diag([1, 2, 1, 1, 0.5, 1])
+    sa, sb = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    ref = np.sum((a.mean(0) - b.mean(0)) ** 2) + np.trace(sa + sb - 2 * scipy.linalg.sqrtm(sa @ sb).real)
+    assert frechet_distance(a, b) == pytest.approx(ref, rel=1e-6)
+
+
+def test_fid_stays_finite_with_fewer_samples_than_dimensions():
+    assert np.isfinite(frechet_distance(gauss(20, d=64, seed=0), gauss(20, d=64, seed=1)))
+
+
+def test_kid_unbiased_near_zero_for_one_distribution():
+    same = [kernel_inception_distance(gauss(100, seed=s), gauss(100, seed=s + 50), subsets=20, seed=s)["kid"]
+            for s in range(5)]
+    diff = kernel_inception_distance(gauss(100, seed=0), gauss(100, shift=0.5, seed=1), subsets=20)["kid"]
+    assert abs(np.mean(same)) < 0.05 * diff
+    assert min(same) < 0 < diff or abs(min(same)) < 0.05 * diff  # unbiased: not bounded below by 0
+    r = kernel_inception_distance(gauss(30), gauss(50, seed=1), subset_size=1000)
+    assert r["subset_size"] == 30
+
+
+def test_precision_recall_density_coverage_sanity():
+    real = gauss(200, seed=0)
+    far = gauss(200, shift=50.0, seed=1)
+    assert precision_recall(real, real, k=3) == {"precision": 1.0, "recall": 1.0}
+    assert precision_recall(real, far, k=3) == {"precision": 0.0, "recall": 0.0}
+    dc = density_coverage(real, real, k=5)
+    assert dc["coverage"] == 1.0 and 0.8 < dc["density"] < 1.5
+    assert density_coverage(real, far, k=5) == {"density": 0.0, "coverage": 0.0}
+    # a generator covering half the real modes: full precision, about half recall
+    two_modes = np.concatenate([gauss(100, d=2, seed=3), gauss(100, d=2, shift=20.0, seed=4)])
+    one_mode = gauss(100, d=2, seed=5)
+    pr = precision_recall(two_modes, one_mode, k=3)
+    assert pr["precision"] > 0.9 and 0.35 < pr["recall"] < 0.65
+    with pytest.raises(ValueError, match="more than k=5 points"):
+        density_coverage(real[:5], real, k=5)
+
+
+def test_memorisation_share_detects_planted_copies():
+    train, val = gauss(200, seed=0), gauss(60, seed=1)
+    fresh = gauss(60, seed=2)
+    copied = [3, 17, 42, 99, 150]
+    gen = np.concatenate([fresh, train[copied] + 1e-3 * gauss(5, seed=3)])
+    m = memorisation_share(gen, train, val, percentile=5, n_pairs=5)
+    assert m["expected"] == 0.05
+    assert m["share"] >= 5 / 65
+    assert sorted(t for _, t, _ in m["pairs"]) == copied
+    assert all(g >= 60 for g, _, _ in m["pairs"])
+    clean = memorisation_share(fresh, train, val, percentile=5)
+    assert clean["share"] < 0.2
+
+
+def test_confusion_and_per_class_accuracy():
+    cm = confusion_matrix([0, 0, 1, 1, 2], [0, 1, 1, 1, 0], 4)
+    assert cm.tolist() == [[1, 1, 0, 0], [0, 2, 0, 0], [1, 0, 0, 0], [0, 0, 0, 0]]
+    acc = per_class_accuracy([0, 0, 1, 1, 2], [0, 1, 1, 1, 0], 4)
+    assert acc[:3].tolist() == [0.5, 1.0, 0.0] and np.isnan(acc[3])
+
+
+def test_fewshot_indices_per_class_and_seeded():
+    labels = np.repeat([0, 1, 2], [10, 3, 7])
+    idx = fewshot_indices(labels, 4, seed=0)
+    assert np.bincount(labels[idx]).tolist() == [4, 3, 4]
+    assert np.array_equal(idx, fewshot_indices(labels, 4, seed=0))
+    assert not np.array_equal(idx, fewshot_indices(labels, 4, seed=1))
+
+
+def test_augmentation_gain_reports_each_seed():
+    from tests.test_classifier import toy_set
+
+    (x, y), (xv, yv), (xg, yg) = toy_set(6, 0), toy_set(4, 1), toy_set(4, 2)
+    recipe = dict(steps=3, batch_size=8, lr=1e-3, weight_decay=0.0, image_size=16, width=4, augment=False)
+    r = augmentation_gain(x, y, xv, yv, xg, yg, 3, fewshot_per_user=2, seeds=[0, 1, 2], recipe=recipe)
+    assert len(r["real_only"]) == len(r["real_plus_generated"]) == 3
+    gains = np.array(r["real_plus_generated"]) - np.array(r["real_only"])
+    assert r["gain_mean"] == pytest.approx(gains.mean()) and r["gain_std"] == pytest.approx(gains.std())
+
+
+# --------------------------------------------------------------------------------------
+# Kinematics through the evaluation path
+# --------------------------------------------------------------------------------------
+
+def test_gait_measures_are_the_kinematics_measures():
+    """The evaluation path is mdgen.kinematics' (whose own tests check it against the simulator's
+    ground truth over many recordings): equal numbers, and near the truth on one simulated image."""
+    spec = simulate_spectrogram(sample_users(2, seed=0)[1], seed=0)
+    image = spectrogram_to_rgb(spec, spec.radar.dynamic_range_db)
+    v, t = image_velocity_axis(spec.radar), image_time_axis(spec.radar)
+    m = gait_measures(image[None], v, t)
+    ref = measure_gait(jet_to_level(image), v, t)
+    assert m["torso_speed_mps"][0] == abs(ref.torso_velocity) and m["cycle_s"][0] == ref.cycle_s
+    assert m["envelope_mps"][0] == ref.envelope_mps
+    assert abs(m["torso_speed_mps"][0] / spec.truth["radial_speed_mps"] - 1) < 0.1
+    assert abs(m["cycle_s"][0] / spec.truth["cycle_s"] - 1) < 0.1
+
+
+def test_compare_gait_per_user_and_mae():
+    real = ({"cycle_s": np.array([1.0, 1.2, 2.0, 2.0]), "envelope_mps": np.array([3.0, 3.0, 4.0, 4.0])},
+            np.array([0, 0, 1, 1]))
+    gen = ({"cycle_s": np.array([1.3, 2.4]), "envelope_mps": np.array([3.0, 4.0])}, np.array([0, 1]))
+    truth = ({"cycle_s": np.array([1.1, 2.0])}, np.array([0, 1]))
+    r = compare_gait({"real": real, "generated": gen, "truth": truth}, ["ID_1", "ID_2"], [0, 1], reference="real")
+    assert r["per_user"]["ID_1"]["real"]["cycle_s"] == pytest.approx({"mean": 1.1, "std": 0.1})
+    assert r["mae"]["cycle_s_mae_generated_vs_real"] == pytest.approx((0.2 + 0.4) / 2)
+    assert r["mae"]["envelope_mps_mae_generated_vs_real"] == pytest.approx(0.0)
+    assert r["mae"]["cycle_s_mae_truth_vs_real"] == pytest.approx(0.0)
+    assert "envelope_mps_mae_truth_vs_real" not in r["mae"]
+
+
+def test_image_axes_from_users_json_match_the_simulator(tmp_path):
+    from mdgen.simulate import RadarConfig
+    from mdgen.stages.evaluate import image_axes
+
+    radar = RadarConfig()
+    vel = image_velocity_axis(radar)
+    (tmp_path / "users.json").write_text(json.dumps({"image_axes": {
+        "velocity_mps": {"top": float(vel[0]), "bottom": float(vel[-1]), "rows": len(vel)},
+        "time_s": {"first": 0.0, "last": radar.duration_s, "columns": 256}}}))
+    v, t, _, source = image_axes(tmp_path, 256, 256)
+    assert source == "users.json"
+    assert np.allclose(v, vel) and np.allclose(t, image_time_axis(radar))
+    v, t, _, _ = image_axes(tmp_path, 64, 32)
+    assert np.allclose(v, image_velocity_axis(radar, 64)) and len(t) == 32
+    assert image_axes(tmp_path / "elsewhere", 256, 256)[3].startswith("assumed")
+
+
+# --------------------------------------------------------------------------------------
+# The classifier and evaluate stages on a tiny workspace
+# --------------------------------------------------------------------------------------
+
+TINY_PARAMS = {
+    "data": {"image_size": 32},
+    "classifier": {"image_size": 16, "width": 4, "steps": 6, "batch_size": 8},
+    "evaluate": {"fewshot_per_user": 2, "fewshot_steps": 3, "seeds": 3, "kid_subsets": 5,
+                 "precision_recall_k": 2, "density_coverage_k": 2, "plot_pairs": 3},
+}
+
+
+def _jet_image(rng, row: int, size: int = 32) -> np.ndarray:
+    level = rng.uniform(0, 0.2, (size, size))
+    level[row:row + 3] = rng.uniform(0.8, 1.0, (3, size))
+    return JET_LUT[(level * 255).astype(int)]
+
+
+def _user_folders(root, users: int, per_user: int, seed: int, with_truth: bool = False):
+    rng = np.random.default_rng(seed)
+    manifest = {"users": []}
+    for u in range(1, users + 1):
+        (root / f"ID_{u}").mkdir(parents=True)
+        for k in range(1, per_user + 1):
+            Image.fromarray(_jet_image(rng, (4 + 9 * u) % 28)).save(root / f"ID_{u}" / f"{k}.png")
+        manifest["users"].append({"id": f"ID_{u}", "images": [{"radial_speed_mps": 1.0 + u / 10, "cycle_s": 1.1}]})
+    if with_truth:
+        manifest["image_axes"] = {"velocity_mps": {"top": 3.78515625, "bottom": -3.78515625, "rows": 256},
+                                  "time_s": {"first": 0.0, "last": 2.3, "columns": 256}}
+        (root / "users.json").write_text(json.dumps(manifest))
+    return root
+
+
+def test_classifier_and_evaluate_stages_write_all_metrics(tmp_path):
+    from mdgen.stages import classifier as classifier_stage
+    from mdgen.stages import evaluate as evaluate_stage
+
+    data = _user_folders(tmp_path / "data", users=2, per_user=8, seed=0, with_truth=True)
+    samples = _user_folders(tmp_path / "samples", users=2, per_user=3, seed=1)
+    write_json(tmp_path / "split.json", make_split(data, 0.25, seed=0, mode="random"))
+    params = write_params(tmp_path / "params.yaml", {**TINY_PARAMS, "data": {"dir": str(data), "image_size": 32}})
+
+    cm = classifier_stage.main(params_path=params, split_path=tmp_path / "split.json",
+                               out=tmp_path / "classifier.safetensors", metrics_path=tmp_path / "classifier.json")
+    assert set(cm["val_accuracy_per_user"]) == {"ID_1", "ID_2"}
+    assert json.loads((tmp_path / "classifier.json").read_text())["val_images"] == 4
+
+    m = evaluate_stage.main(params_path=params, split_path=tmp_path / "split.json",
+                            classifier_path=tmp_path / "classifier.safetensors", samples_dir=samples,
+                            metrics_path=tmp_path / "evaluate.json", plots_dir=tmp_path / "plots")
+    written = json.loads((tmp_path / "evaluate.json").read_text())
+    assert written == json.loads(json.dumps(m))
+    assert {"generated_accuracy", "real_val_accuracy", "ratio", "per_user"} <= set(m["conditional"])
+    assert {"fid", "fid_real_floor", "kid", "kid_real_floor", "precision", "recall", "density", "coverage",
+            "per_user_kid"} <= set(m["distribution"])
+    assert set(m["distribution"]["per_user_kid"]) == {"ID_1", "ID_2"}
+    assert {"share", "expected", "threshold"} <= set(m["memorisation"])
+    assert m["kinematics"]["axes"] == "users.json"
+    assert {"torso_speed_mps_mae_generated_vs_real", "cycle_s_mae_generated_vs_truth"} <= set(m["kinematics"])
+    assert m["kinematics"]["per_user"]["ID_2"]["truth_torso_speed_mps"] == pytest.approx(1.2)
+    aug = m["augmentation"]
+    assert len(aug["per_seed"]) == 3 and {"real_only_mean", "real_plus_generated_mean", "gain_mean",
+                                          "gain_std"} <= set(aug)
+    for name in evaluate_stage.PLOTS.values():
+        assert (tmp_path / "plots" / name).is_file(), name
+
+
+def test_evaluate_rejects_samples_of_unknown_users(tmp_path):
+    from mdgen.stages.evaluate import load_generated
+
+    samples = _user_folders(tmp_path / "samples", users=3, per_user=1, seed=0)
+    with pytest.raises(ValueError, match="ID_3: not a user"):
+        load_generated(samples, ["ID_1", "ID_2"], 32)
