@@ -5,6 +5,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,11 +15,27 @@ REPO = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 # what a pipeline run needs from the repo (tests/ and benchmarks/ stay behind)
-PIPELINE_FILES = ["dvc.yaml", "params.yaml", ".dvcignore", ".dvc/config", ".gitignore", "src", "data/pretrained"]
+PIPELINE_FILES = ["dvc.yaml", "params.yaml", ".dvcignore", ".dvc/config", ".dvc/.gitignore", ".gitignore", "src",
+                  "data/pretrained"]
 
+# the tiny tokenizer the `dvc_repo` fixture writes and commits (64x64 images -> 32x4x4 latents)
+TINY_TOKENIZER = "data/pretrained/tiny-vae.safetensors"
+
+# every stage CPU-sized: the whole pipeline runs in well under a minute on 2 cores
 TINY_PARAMS = {
+    "data": {"image_size": 64},
     "simulate": {"users": 2, "images_per_user": 6},
     "split": {"val_fraction": 0.34, "block_size": 2},
+    "tokenizer": {"checkpoint": TINY_TOKENIZER},
+    "extract": {"batch_size": 8, "plot_per_user": 1},
+    # Tiny/1 on 4x4 latents (model.* has no width/depth keys; 16 tokens keep it fast)
+    "model": {"name": "LightningDiT-Tiny/1"},
+    "train": {"max_steps": 4, "batch_size": 2, "warmup_steps": 0, "checkpoint_every": 4, "val_every": 4,
+              "accelerator": "cpu"},
+    "sample": {"images_per_user": 2, "steps": 2, "batch_size": 4, "plot_per_user": 1},
+    "classifier": {"image_size": 16, "width": 2, "steps": 2, "batch_size": 4},
+    "evaluate": {"fewshot_per_user": 1, "fewshot_steps": 1, "seeds": 1, "kid_subsets": 2, "kid_subset_size": 2,
+                 "precision_recall_k": 1, "density_coverage_k": 1, "plot_pairs": 2},
 }
 
 
@@ -31,22 +48,47 @@ def _merge(tree: dict, overrides: dict) -> dict:
     return tree
 
 
+def stages_run(output: str) -> set[str]:
+    """Stages a `dvc repro` / `dvc exp run` output says it ran (not those skipped or restored from the run cache)."""
+    return set(re.findall(r"Running stage '([^']+)'", output))
+
+
 class DvcRepo:
     def __init__(self, root: Path):
         self.root = root
 
-    def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-        env = {**os.environ, "DVC_NO_ANALYTICS": "1", "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
-               "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
-        p = subprocess.run(list(args), cwd=self.root, capture_output=True, text=True, env=env)
+    def env(self, extra: dict[str, str | None] | None = None) -> dict[str, str]:
+        env = {
+            **os.environ,
+            # `dvc` and the stages' `mdgen` from this interpreter's environment, activated or not
+            "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
+            # DVC keeps per-repo state in a site cache dir (/var/tmp/dvc by default): keep it beside the repo
+            "DVC_SITE_CACHE_DIR": str(self.root.parent / ".dvc-site-cache"),
+            "DVC_NO_ANALYTICS": "1", "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+            "GIT_COMMITTER_EMAIL": "t@t",
+            # tiny tensors gain nothing from a second thread, and on a busy 2-core box two spinning OpenMP
+            # threads make every stage several times slower (4 train steps: 14 s vs 2 s)
+            "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+        env.update(extra or {})  # a None value removes the variable
+        return {k: v for k, v in env.items() if v is not None}
+
+    def run(self, *args: str, check: bool = True, timeout: float | None = 900,
+            env: dict[str, str | None] | None = None) -> subprocess.CompletedProcess:
+        p = subprocess.run(list(args), cwd=self.root, capture_output=True, text=True, env=self.env(env),
+                           timeout=timeout)
         if check and p.returncode != 0:
             raise AssertionError(f"{' '.join(args)} failed ({p.returncode}):\n{p.stdout}\n{p.stderr}")
         return p
 
+    def copy(self, dest: Path) -> "DvcRepo":
+        """A copy of the whole repository (git history, DVC cache, workspace) at `dest`."""
+        shutil.copytree(self.root, dest, symlinks=True)
+        return DvcRepo(dest)
+
     def repro(self, *targets: str) -> set[str]:
         """Run `dvc repro` and return the names of the stages that actually ran."""
         p = self.run("dvc", "repro", *targets)
-        return set(re.findall(r"Running stage '([^']+)'", p.stdout + p.stderr))
+        return stages_run(p.stdout + p.stderr)
 
     def set_params(self, overrides: dict) -> None:
         path = self.root / "params.yaml"
@@ -54,24 +96,31 @@ class DvcRepo:
         path.write_text(yaml.safe_dump(tree, sort_keys=False))
 
 
-@pytest.fixture
-def dvc_repo(tmp_path) -> DvcRepo:
-    """A fresh git+DVC copy of the pipeline with tiny params, committed once."""
-    root = tmp_path / "repo"
-    root.mkdir()
+def make_dvc_repo(root: Path) -> DvcRepo:
+    """A git+DVC copy of the pipeline at `root` with TINY_PARAMS and a tiny tokenizer, committed once."""
+    root.mkdir(parents=True)
     for rel in PIPELINE_FILES:
         src = REPO / rel
         if src.is_dir():
-            shutil.copytree(src, root / rel, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+            # user-supplied checkpoints in data/pretrained (the 2 GB VA-VAE .pt) stay behind
+            shutil.copytree(src, root / rel, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info", "*.pt",
+                                                                           "*.ckpt"))
         elif src.exists():
             (root / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, root / rel)
     repo = DvcRepo(root)
     repo.set_params(TINY_PARAMS)
+    make_tiny_tokenizer(root / TINY_TOKENIZER)
     repo.run("git", "init", "-q")
     repo.run("git", "add", "-A")
     repo.run("git", "commit", "-qm", "init")
     return repo
+
+
+@pytest.fixture
+def dvc_repo(tmp_path) -> DvcRepo:
+    """A fresh git+DVC copy of the pipeline with tiny params, committed once."""
+    return make_dvc_repo(tmp_path / "repo")
 
 
 def write_params(path: Path, overrides: dict) -> Path:

@@ -165,3 +165,12 @@ def test_sigkill_mid_run_then_resume_finishes(tmp_path):
     assert m["step"] == 400
     steps = steps_logged(root)
     assert steps == sorted(set(steps)) and steps[-1] == 400
+
+
+def test_resuming_a_finished_run_trains_nothing_but_reports_val_loss(tmp_path):
+    root = make_latents(tmp_path)
+    first = run_train(root, max_steps=6, log_every=1)
+    rows = steps_logged(root)
+    again = run_train(root, max_steps=6, log_every=1)  # what `dvc repro -f` does with the persisted checkpoint
+    assert again["step"] == 6 and steps_logged(root) == rows
+    assert again["val/loss"] == pytest.approx(first["val/loss"], rel=1e-5)

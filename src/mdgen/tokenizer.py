@@ -449,7 +449,12 @@ def load_tokenizer(path: str | Path, config: dict | None = None, device: str | t
         try:
             config = infer_config(state_dict)
         except (KeyError, ValueError) as e:
-            raise ValueError(f"cannot infer the AutoencoderKL config of {path} ({e}); pass config=...") from e
+            why = f"no tensor {e.args[0]!r}" if isinstance(e, KeyError) else str(e)
+            found = sorted({k.split(".")[0] for k in state_dict})
+            shown = ", ".join(found[:MAX_REPORTED]) + (", ..." if len(found) > MAX_REPORTED else "")
+            raise ValueError(f"cannot infer the AutoencoderKL config of {path} ({why}): expected an LDM/VA-VAE "
+                             f"autoencoder state dict (encoder.*, decoder.*, quant_conv.*, post_quant_conv.*), "
+                             f"found {shown or 'no tensors'}") from e
 
     try:
         with torch.device("meta"):  # no init work: every tensor comes from the file

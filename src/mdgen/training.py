@@ -305,13 +305,16 @@ def train(*, train_path: str | Path, val_path: str | Path, stats_path: str | Pat
     """Train (or resume) and write `last.ckpt` and `ema.safetensors` into `out_dir`; returns final metrics."""
     out_dir, metrics_dir = Path(out_dir), Path(metrics_dir)
     stats = load_stats(stats_path)
+    # checked here, before the datasets, so that the message names the stats file
+    latents_shape = read_latents_meta(train_path)["tensors"].get("latents")
+    if latents_shape is not None and stats["mean"].shape[1] != latents_shape[1]:
+        raise ValueError(f"latent stats have {stats['mean'].shape[1]} channels in {stats_path}, but {train_path} has "
+                         f"latents of shape {list(latents_shape[1:])} (re-run the `stats` stage)")
     train_ds = LatentDataset(train_path, stats, latent_multiplier, use_flip)
     val_ds = LatentDataset(val_path, stats, latent_multiplier, use_flip=False)
     if train_ds.users != val_ds.users:
         raise ValueError(f"users differ between {train_path} ({len(train_ds.users)}: {train_ds.users[:5]}...) and "
                          f"{val_path} ({len(val_ds.users)}: {val_ds.users[:5]}...); re-run `extract`")
-    if stats["mean"].shape[1] != train_ds.latent_shape[0]:
-        raise ValueError(f"{stats_path}: {stats['mean'].shape[1]} channels, latents have {train_ds.latent_shape[0]}")
     c, h, w = train_ds.latent_shape
     model_kwargs = {**model_kwargs, "num_classes": len(train_ds.users), "in_channels": c, "input_size": h}
     precision = auto_precision(precision, accelerator)
@@ -362,7 +365,13 @@ def train(*, train_path: str | Path, val_path: str | Path, stats_path: str | Pat
     trainer.fit(module, train_dl, val_dl, ckpt_path=ckpt_path)
     if trainer.global_step % val_every:  # the loop validated last before the final steps
         trainer.validate(module, val_dl, verbose=False)
-    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+    val = dict(trainer.callback_metrics)
+    if "val/loss" not in val:
+        # resumed a finished run (e.g. `dvc repro -f`): nothing trained, so measure the checkpoint
+        # without logging, which would repeat the last step's row in the DVCLive curves
+        val = L.Trainer(accelerator=accelerator, devices=1, precision=precision, logger=False,
+                        enable_progress_bar=False, enable_model_summary=False).validate(module, val_dl, verbose=False)[0]
+    metrics = {k: float(v) for k, v in val.items() if k.startswith("val/")}
     metrics["step"] = int(trainer.global_step)
     if trainer.is_global_zero:
         save_ema(out_dir / "ema.safetensors", module, {
