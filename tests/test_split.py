@@ -6,6 +6,7 @@ from PIL import Image
 
 from mdgen.split import make_split, recording_and_index, split_user
 from mdgen.stages import split as split_stage
+from tests.conftest import write_params
 
 
 def _folder(root, users: dict[str, list[str]]):
@@ -92,9 +93,8 @@ def test_empty_user_folder_error(tmp_path):
 def test_unreadable_image_error_and_nothing_written(tmp_path, monkeypatch):
     root = _folder(tmp_path / "d", {"ID_1": ["1.png", "2.png"], "ID_2": ["1.png", "2.png"]})
     (root / "ID_2" / "3.jpg").write_bytes(b"\xff\xd8not really a jpeg")
-    params = tmp_path / "params.yaml"
-    params.write_text(f"seed: 0\ndata: {{dir: {root}, image_size: 256}}\nsimulate: {{users: 2, images_per_user: 2}}\n"
-                      "split: {val_fraction: 0.2, mode: blocks, block_size: 2, gap: 1}\n")
+    params = write_params(tmp_path / "params.yaml", {"data": {"dir": str(root)},
+                                                     "split": {"val_fraction": 0.2, "mode": "blocks", "block_size": 2}})
     out = tmp_path / "split.json"
     with pytest.raises(ValueError, match=r"unreadable image .*ID_2/3\.jpg"):
         split_stage.main(str(params), out=str(out))
@@ -103,9 +103,8 @@ def test_unreadable_image_error_and_nothing_written(tmp_path, monkeypatch):
 
 def test_stage_writes_manifest(tmp_path):
     root = _folder(tmp_path / "d", {f"ID_{u}": [f"{i}.png" for i in range(10)] for u in (1, 2, 3)})
-    params = tmp_path / "params.yaml"
-    params.write_text(f"seed: 0\ndata: {{dir: {root}, image_size: 256}}\nsimulate: {{users: 2, images_per_user: 2}}\n"
-                      "split: {val_fraction: 0.2, mode: blocks, block_size: 2, gap: 1}\n")
+    params = write_params(tmp_path / "params.yaml", {"data": {"dir": str(root)},
+                                                     "split": {"val_fraction": 0.2, "mode": "blocks", "block_size": 2}})
     out = tmp_path / "split.json"
     split_stage.main(str(params), out=str(out))
     m = json.loads(out.read_text())
