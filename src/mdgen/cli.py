@@ -18,6 +18,8 @@ STAGES = {
     "stats": ("mdgen.stages.stats", "per-channel latent statistics -> data/latents/latents_stats.pt"),
     "train": ("mdgen.stages.train", "train the LightningDiT -> models/dit/ (resumes last.ckpt)"),
     "sample": ("mdgen.stages.sample", "generate spectrograms per user -> data/samples/"),
+    "tokenizer-train": ("mdgen.stages.tokenizer_train", "train the small default tokenizer shipped in data/pretrained/ "
+                        "(not a DVC stage; --params is its own yaml)"),
     "classifier": ("mdgen.stages.classifier", "train the user-identification judge on real train images -> models/classifier.safetensors"),
     "evaluate": ("mdgen.stages.evaluate", "score data/samples/ (identity, FID/KID, memorisation, kinematics, augmentation) -> metrics/evaluate.json"),
 }
@@ -35,7 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True, metavar="command")
     for name, (_, help_) in STAGES.items():
         s = sub.add_parser(name, help=help_)
-        s.add_argument("--params", default="params.yaml", help="parameters file (default: params.yaml)")
+        default = "data/pretrained/mdgen-vae-f16d32-sim.yaml" if name == "tokenizer-train" else "params.yaml"
+        s.add_argument("--params", default=default, help=f"parameters file (default: {default})")
     g = sub.add_parser("generate", help="generate spectrograms of one user from a trained models/dit/ (outside DVC)")
     g.add_argument("--user", required=True, help="user folder name, e.g. ID_3")
     g.add_argument("--n", type=int, default=16, help="number of images (default 16)")

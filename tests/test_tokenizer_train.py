@@ -1,0 +1,181 @@
+"""mdgen.tokenizer_train and the `tokenizer-train` stage; the shipped default checkpoint."""
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+from safetensors import safe_open
+
+from mdgen.images import load_image, to_tensor, to_uint8
+from mdgen.params import ParamsError
+from mdgen.quality import psnr
+from mdgen.simulate import simulate_dataset
+from mdgen.stages import tokenizer_train as stage
+from mdgen.tokenizer import AutoencoderKL, load_tokenizer
+from mdgen.tokenizer_train import evaluate_tokenizer, linear_codec_psnr, train_tokenizer
+
+REPO = Path(__file__).resolve().parents[1]
+SHIPPED = REPO / "data" / "pretrained" / "mdgen-vae-f16d32-sim.safetensors"
+SHIPPED_CONFIG = REPO / "data" / "pretrained" / "mdgen-vae-f16d32-sim.yaml"
+
+# f2, 4 latent channels: trains in a fraction of a second per step on 32x32 images
+TINY = dict(ch=32, ch_mult=[1, 1], num_res_blocks=1, attn_resolutions=[], z_channels=4, embed_dim=4, resolution=32)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    # tiny convolutions: a second thread buys nothing and, on a shared CPU, oversubscription costs ~10x
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def tiny_images(tmp_path_factory) -> list[Path]:
+    """Eight 32x32 RGB images with smooth random structure (blurred noise through a colour ramp)."""
+    root = tmp_path_factory.mktemp("tiny_images")
+    rng = np.random.default_rng(0)
+    files = []
+    for i in range(8):
+        field = rng.random((8, 8))
+        field = np.kron(field, np.ones((4, 4)))  # blocky 32x32 in [0, 1]
+        rgb = np.stack([field, 1 - field, 0.5 * field + 0.25], axis=-1)
+        f = root / f"{i}.png"
+        Image.fromarray((rgb * 255).round().astype(np.uint8)).save(f)
+        files.append(f)
+    return files
+
+
+def tiny_train(files, steps=40, seed=0, **overrides):
+    kwargs = dict(model_config=TINY, steps=steps, batch_size=4, lr=2e-3, kl_weight=1e-6, crop=16, seed=seed,
+                  warmup_steps=5, image_size=32, log_every=10, progress=False)
+    return train_tokenizer(files, **{**kwargs, **overrides})
+
+
+def test_loss_falls(tiny_images):
+    model, history = tiny_train(tiny_images)
+    assert [h["step"] for h in history] == [10, 20, 30, 40]
+    assert history[-1]["rec"] < 0.6 * history[0]["rec"], history
+    assert history[-1]["psnr"] > history[0]["psnr"] + 3
+    assert not model.training and all(not p.is_floating_point() or p.dtype == torch.float32
+                                      for p in model.state_dict().values())
+
+
+def test_same_seed_same_weights(tiny_images):
+    a, _ = tiny_train(tiny_images, steps=6, final_crop=32, final_steps=2)
+    b, _ = tiny_train(tiny_images, steps=6, final_crop=32, final_steps=2)
+    c, _ = tiny_train(tiny_images, steps=6, seed=1, final_crop=32, final_steps=2)
+    sa, sb, sc = a.state_dict(), b.state_dict(), c.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert not all(torch.equal(sa[k], sc[k]) for k in sa)
+
+
+def test_bad_crop_is_an_error(tiny_images):
+    with pytest.raises(ValueError, match="multiple of the downsampling factor 2"):
+        tiny_train(tiny_images, steps=1, crop=15)
+    with pytest.raises(ValueError, match="final_crop=32, final_steps=0"):
+        tiny_train(tiny_images, steps=1, final_crop=32)
+
+
+def test_evaluate_reports_dead_channels(tiny_images):
+    torch.manual_seed(0)
+    model = AutoencoderKL(**TINY).eval()
+    with torch.no_grad():
+        # channel 2 of the posterior mean (first embed_dim outputs of quant_conv) made constant
+        model.quant_conv.weight[2].zero_()
+        model.quant_conv.bias[2].fill_(0.3)
+    m = evaluate_tokenizer(model, tiny_images, image_size=32, batch_size=3)
+    assert m["dead_channels"] == [2]
+    assert m["channel_std"][2] == 0.0 and m["channel_std_min"] == 0.0
+    assert m["images"] == len(tiny_images) and len(m["channel_std"]) == 4
+    for key in ("psnr", "ssim", "psnr_sample", "ssim_sample"):
+        assert np.isfinite(m[key])
+    healthy = evaluate_tokenizer(AutoencoderKL(**TINY), tiny_images, image_size=32)
+    assert healthy["dead_channels"] == []
+
+
+def test_linear_codec_psnr(tiny_images):
+    q = linear_codec_psnr(tiny_images, tiny_images, patch=16, components=(1, 4, 32), image_size=32)
+    assert list(q) == [1, 4, 32]
+    assert q[1] < q[4] < q[32]
+    assert q[32] > 45  # 8 images x 4 patches: 32 components span every training patch exactly (up to rounding)
+
+
+def write_config(path: Path, **overrides) -> Path:
+    tree = yaml.safe_load(SHIPPED_CONFIG.read_text())
+    for key, value in overrides.items():
+        section, name = key.split(".")
+        if value is ...:
+            del tree[section][name]
+        else:
+            tree[section][name] = value
+    path.write_text(yaml.safe_dump(tree))
+    return path
+
+
+def test_config_validation(tmp_path):
+    config = stage.read_config(SHIPPED_CONFIG)
+    assert config["model"]["z_channels"] == 32 and len(config["model"]["ch_mult"]) == 5
+    assert config["data"]["train_seed"] != 0 and config["data"]["heldout_seed"] not in (0, config["data"]["train_seed"])
+    with pytest.raises(ParamsError, match="unknown key 'train.learning_rate'"):
+        stage.read_config(write_config(tmp_path / "a.yaml", **{"train.learning_rate": 1e-3}))
+    with pytest.raises(ParamsError, match="missing keys train.kl_weight"):
+        stage.read_config(write_config(tmp_path / "b.yaml", **{"train.kl_weight": ...}))
+    with pytest.raises(ParamsError, match=r"train.lr = True: expected"):
+        stage.read_config(write_config(tmp_path / "c.yaml", **{"train.lr": True}))
+    with pytest.raises(ParamsError, match=r"model.ch_mult = \[1, 0\]"):
+        stage.read_config(write_config(tmp_path / "d.yaml", **{"model.ch_mult": [1, 0]}))
+    with pytest.raises(ParamsError, match="multiple of 32"):
+        stage.read_config(write_config(tmp_path / "f.yaml", **{"model.ch": 48}))
+    (tmp_path / "e.yaml").write_text(SHIPPED_CONFIG.read_text() + "\noptim: {lr: 1}\n")
+    with pytest.raises(ParamsError, match="unknown section 'optim'"):
+        stage.read_config(tmp_path / "e.yaml")
+
+
+def test_stage_writes_checkpoint_and_card(tmp_path, monkeypatch):
+    # serial simulation: for six images, starting worker processes costs more than it saves (same bytes)
+    monkeypatch.setattr(stage, "simulate_dataset", functools.partial(simulate_dataset, workers=1))
+    cfg = write_config(tmp_path / "tiny-vae.yaml", **{
+        "model.ch_mult": [1, 1, 1, 1, 1], "model.num_res_blocks": 1, "model.z_channels": 8, "model.embed_dim": 8,
+        "data.train_users": 2, "data.train_images_per_user": 1, "data.heldout_users": 1,
+        "data.heldout_images_per_user": 1, "train.steps": 3, "train.batch_size": 2, "train.crop": 32,
+        "train.final_crop": 64, "train.final_steps": 1, "train.warmup_steps": 1, "train.log_every": 1})
+    result = stage.main(params_path=str(cfg), work_dir=str(tmp_path), progress=False)
+    out = tmp_path / "tiny-vae.safetensors"
+    assert result["checkpoint"] == str(out) and result["steps"] == 3
+    model = load_tokenizer(out)
+    assert model.config["z_channels"] == 8
+    with safe_open(str(out), framework="pt") as f:
+        meta = f.metadata()
+        assert f.get_tensor("encoder.conv_in.weight").dtype == torch.float16
+    assert json.loads(meta["mdgen_training"])["train"]["steps"] == 3
+    assert set(json.loads(meta["mdgen_metrics"])) >= {"psnr", "ssim", "psnr_sample", "dead_channels"}
+    card = (tmp_path / "tiny-vae.md").read_text()
+    assert "# tiny-vae" in card and "PSNR" in card
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith("mdgen-tokenizer-")] == []  # temp data removed
+
+
+def test_shipped_checkpoint(tmp_path):
+    assert SHIPPED.is_file(), f"{SHIPPED} is missing: run `mdgen tokenizer-train`"
+    assert SHIPPED.stat().st_size <= 10 * 2**20
+    model = load_tokenizer(SHIPPED)
+    assert model.config["z_channels"] == model.config["embed_dim"] == 32 and model.downsample_factor == 16
+    # a user and image the tokenizer never saw: seed 7 is neither training's nor held-out's
+    simulate_dataset(tmp_path / "sim", 1, 1, seed=7, progress=False, workers=1)
+    image = load_image(tmp_path / "sim" / "ID_1" / "1.png")
+    with torch.no_grad():
+        post = model.encode(to_tensor(image))
+        assert post.mean.shape == (1, 32, 16, 16)
+        recon = to_uint8(model.decode(post.mode()))
+    # Regression floor for the file in the repo, not the issue's 28 dB target, which it does not reach:
+    # the simulated background is single-look speckle that no 24x-compressing autoencoder can code
+    # (a 5x5 box blur of an image scores ~17 dB against itself). The shipped file measures ~16.4 dB on
+    # the pipeline's val images; an untrained or early checkpoint scores ~13 dB.
+    assert psnr(image[None], recon)[0] >= 15.0
