@@ -155,3 +155,19 @@ def make_tiny_tokenizer(path: Path, seed: int = 0) -> Path:
     model = AutoencoderKL(ch=32, ch_mult=(1, 1, 1, 1, 1), num_res_blocks=1, attn_resolutions=(), resolution=64)
     save_tokenizer(model, path)
     return path
+
+
+def load_upstream_dit(name: str):
+    """(eval-mode LightningDiT with the fixture's weights, fixture tensors) for an upstream parity fixture."""
+    import json
+
+    from safetensors.torch import load_file
+
+    from mdgen.dit import LightningDiT
+
+    meta = json.loads((FIXTURES / f"{name}.json").read_text())
+    cfg = {k: v for k, v in meta["model_config"].items() if k not in ("learn_sigma", "use_checkpoint")}
+    tensors = load_file(FIXTURES / f"{name}.safetensors")
+    model = LightningDiT(**cfg)
+    model.load_state_dict({k.removeprefix("state_dict."): v for k, v in tensors.items() if k.startswith("state_dict.")})
+    return model.eval(), tensors

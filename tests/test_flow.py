@@ -1,25 +1,18 @@
 """Rectified flow loss against upstream's training_losses terms, t sampling, and a tiny overfit run."""
-import json
 from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
 
 from mdgen.dit import LightningDiT
 from mdgen.flow import flow_loss, interpolate, sample_t, velocity_loss_terms
+from tests.conftest import load_upstream_dit
 
 FIXTURES = Path(__file__).parent / "fixtures"
 TOL = 1e-5
 
 
-def load_upstream(name):
-    meta = json.loads((FIXTURES / f"{name}.json").read_text())
-    cfg = {k: v for k, v in meta["model_config"].items() if k not in ("learn_sigma", "use_checkpoint")}
-    tensors = load_file(FIXTURES / f"{name}.safetensors")
-    model = LightningDiT(**cfg)
-    model.load_state_dict({k.removeprefix("state_dict."): v for k, v in tensors.items() if k.startswith("state_dict.")})
-    return model.eval(), tensors
+load_upstream = load_upstream_dit  # shared loader in conftest
 
 
 @pytest.mark.parametrize("name", ["lightningdit_tiny_parity", "lightningdit_tiny_qknorm_parity"])

@@ -1,26 +1,19 @@
 """ODE sampling against an upstream 5-point Euler run with interval CFG; solvers, skipping and determinism."""
-import json
 from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
 
 from mdgen.dit import LightningDiT
 from mdgen.sampling import integrate, sample_latents, shifted_grid, velocity_fn
+from tests.conftest import load_upstream_dit
 
 FIXTURES = Path(__file__).parent / "fixtures"
 TOL = 1e-5
 CFG = dict(cfg_scale=4.0, cfg_interval_start=0.11)  # the fixture's sampling settings
 
 
-def load_upstream(name):
-    meta = json.loads((FIXTURES / f"{name}.json").read_text())
-    cfg = {k: v for k, v in meta["model_config"].items() if k not in ("learn_sigma", "use_checkpoint")}
-    tensors = load_file(FIXTURES / f"{name}.safetensors")
-    model = LightningDiT(**cfg)
-    model.load_state_dict({k.removeprefix("state_dict."): v for k, v in tensors.items() if k.startswith("state_dict.")})
-    return model.eval(), tensors
+load_upstream = load_upstream_dit  # shared loader in conftest
 
 
 @pytest.fixture(scope="module", autouse=True)
