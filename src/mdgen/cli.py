@@ -49,11 +49,18 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--model-dir", default="models/dit")
     g.add_argument("--stats", default="data/latents/latents_stats.pt")
     g.add_argument("--params", default="params.yaml", help="parameters file for the other sampling knobs")
+    e = sub.add_parser("export-dit", help="write models/dit/last.ckpt as upstream LightningDiT's .pt ({'model','ema'})")
+    e.add_argument("--ckpt", default="models/dit/last.ckpt", help="Lightning checkpoint of `mdgen train`")
+    e.add_argument("--out", default="models/dit/upstream.pt", help="output .pt (default: models/dit/upstream.pt)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         if args.command == "generate":
             generate(args)
+        elif args.command == "export-dit":
+            from mdgen.training import export_upstream
+            r = export_upstream(args.ckpt, args.out)
+            print(f"export-dit: {r['tensors']} tensors per part (step {r['step']}) -> {r['path']}")
         else:
             importlib.import_module(STAGES[args.command][0]).main(params_path=args.params)
     except (ValueError, FileNotFoundError, KeyError, RuntimeError) as e:

@@ -99,6 +99,7 @@ SCHEMA: dict[str, Spec] = {
     "train.compile": Bool(),
     "train.deterministic": Bool(),
     "train.num_workers": Int(0),
+    "train.init_from": Str(optional=True),
     "sample.images_per_user": Int(1),
     "sample.steps": Int(1, 10000),
     "sample.method": Choice("euler", "heun", "dopri5"),

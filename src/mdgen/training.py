@@ -7,12 +7,15 @@ arguments, so a notebook can call it without params.yaml.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import csv
 import json
 import logging
 import math
 import os
+import pickle
+import zipfile
 from pathlib import Path
 
 import lightning as L
@@ -92,8 +95,50 @@ class FlowModule(L.LightningModule):
         self.ema: LightningDiT = copy.deepcopy(self.model).requires_grad_(False)
         if compile:
             # in place (Module.compile), so state_dict keys stay the upstream names and a checkpoint
-            # written with compile on resumes with it off; compile errors surface at the first step
+            # written with compile on resumes with it off; compile errors surface at the first call,
+            # which `on_fit_start` makes on the training device
             self.model.compile()
+
+    @property
+    def compiled(self) -> bool:
+        return self.model._compiled_call_impl is not None
+
+    # rows of the compile probe: `train` sets its batch size, so the graph compiled once is the one the
+    # steps use (another size would make the first step recompile with a dynamic batch dimension)
+    compile_probe_batch = 2
+
+    def compile_or_fallback(self, batch_size: int | None = None) -> bool:
+        """Run one forward + backward through the compiled model; on failure warn and go eager.
+
+        torch.compile fails lazily (no C++ compiler, an unsupported op, an old GPU for Triton), so
+        without this a run with `train.compile: true` would die at its first step. The probe runs
+        under a forked RNG and leaves no gradients, so the seeded run is the same as without it.
+        Returns whether the model stays compiled.
+        """
+        if not self.compiled:
+            return False
+        cfg = self.model.config
+        batch_size = batch_size or self.compile_probe_batch
+        shape = (batch_size, cfg["in_channels"], cfg["input_size"], cfg["input_size"])
+        devices = [self.device] if self.device.type == "cuda" else []
+        # under the Trainer's autocast when attached, so the probe compiles the graph training will run
+        context = self._trainer.precision_plugin.train_step_context() if self._trainer else contextlib.nullcontext()
+        try:
+            with torch.random.fork_rng(devices=devices), context:
+                x = torch.randn(shape, device=self.device)
+                y = torch.zeros(batch_size, dtype=torch.long, device=self.device)
+                self.train_loss((x, y)).backward()
+        except Exception as e:  # noqa: BLE001 -- any backend failure: the eager model is still correct
+            log.warning("train.compile: torch.compile failed (%s: %s); training eager instead",
+                        type(e).__name__, str(e).splitlines()[0] if str(e) else "")
+            print(f"train: torch.compile failed ({type(e).__name__}); training eager instead")
+            self.model._compiled_call_impl = None
+        finally:
+            self.model.zero_grad(set_to_none=True)
+        return self.compiled
+
+    def on_fit_start(self):
+        self.compile_or_fallback()
 
     def train_loss(self, batch) -> torch.Tensor:
         """Flow loss of one (latents, labels) batch through the (compiled) model; no logging, no host sync.
@@ -268,6 +313,118 @@ def load_ema(path: str | Path, device: str | torch.device = "cpu") -> tuple[Ligh
     return model.to(device).eval().requires_grad_(False), meta
 
 
+# ----------------------------------------------------------------------------- upstream .pt checkpoints
+
+# wrappers that prefix state-dict keys: DDP (`module.`) and torch.compile'd modules (`_orig_mod.`)
+_WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+
+
+def _unwrap_keys(state: dict) -> dict:
+    out = {}
+    for k, v in state.items():
+        while k.startswith(_WRAPPER_PREFIXES):
+            k = k.split(".", 1)[1]
+        out[k] = v
+    return out
+
+
+def read_dit_state(path: str | Path, prefer: tuple[str, ...] = ("ema", "model")) -> tuple[dict, str]:
+    """(state dict, where it came from) of a LightningDiT checkpoint, without unpickling code.
+
+    Accepts upstream's training checkpoints (`{'model', 'ema', 'opt', ...}`: the first of `prefer`
+    that is present), a bare state dict, mdgen's `ema.safetensors`, or a Lightning `last.ckpt`
+    (its `ema.` / `model.` sub-dicts).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"DiT checkpoint {path} does not exist")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+        return _unwrap_keys(load_file(str(path))), "safetensors"
+    try:
+        # mmap keeps a multi-GB XL checkpoint on disk; it needs the zip format (torch >= 1.6 default)
+        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
+    except pickle.UnpicklingError as e:
+        reason = next((ln.strip() for ln in str(e).splitlines() if "Unsupported" in ln or "WeightsUnpickler" in ln),
+                      "")
+        raise ValueError(f"refusing to load {path}: it needs arbitrary unpickling (code execution), which mdgen "
+                         f"never does; only tensors, dicts and plain values are accepted ({reason.split(' Please')[0]})"
+                         ) from None
+    except (RuntimeError, EOFError, OSError) as e:
+        raise ValueError(f"cannot read DiT checkpoint {path} as a torch file: {e}") from e
+    if not isinstance(obj, dict):
+        raise ValueError(f"{path}: expected a dict, got {type(obj).__name__}")
+    if "state_dict" in obj and isinstance(obj["state_dict"], dict):  # Lightning: model.* and ema.* inside
+        sd = obj["state_dict"]
+        for key in prefer:
+            sub = {k[len(key) + 1:]: v for k, v in sd.items() if k.startswith(key + ".")}
+            if sub:
+                return _unwrap_keys(sub), f"state_dict['{key}.*']"
+        obj = sd
+    for key in prefer:
+        if isinstance(obj.get(key), dict):
+            return _unwrap_keys(obj[key]), f"'{key}'"
+    if obj and all(isinstance(k, str) and torch.is_tensor(v) for k, v in obj.items()):
+        return _unwrap_keys(obj), "bare state dict"
+    raise ValueError(f"{path}: no DiT weights found: expected one of the keys {list(prefer)} (upstream), "
+                     f"'state_dict' (Lightning) or a bare state dict; top-level keys are {sorted(obj)[:10]}")
+
+
+def init_weights_from(model: torch.nn.Module, path: str | Path) -> dict:
+    """Copy every tensor of the checkpoint at `path` whose name and shape fit `model`; report the rest.
+
+    Meant for starting from an upstream ImageNet LightningDiT: its label table has 1001 rows, ours
+    one per user plus the null class, so it is skipped (and stays at its initialisation), as is
+    anything else that does not fit (another input size's `pos_embed`, another depth's blocks).
+    Raises if nothing fits: a wrong `model.name` should not pass as a fine-tune.
+    """
+    state, source = read_dit_state(path)
+    own = model.state_dict()
+    loaded, skipped = [], {}
+    for k, v in state.items():
+        if k not in own:
+            skipped[k] = "not in this model"
+        elif tuple(v.shape) != tuple(own[k].shape):
+            skipped[k] = f"shape {list(v.shape)} in the checkpoint, {list(own[k].shape)} here"
+        else:
+            loaded.append(k)
+    missing = [k for k in own if k not in state]
+    if not loaded:
+        raise ValueError(f"train.init_from = {path}: none of its {len(state)} tensors fits this model "
+                         f"(first: {next(iter(skipped.items()), None)}); check model.name")
+    with torch.no_grad():
+        for k in loaded:
+            own[k].copy_(state[k])
+    n_own = sum(v.numel() for v in own.values())
+    n_loaded = sum(own[k].numel() for k in loaded)
+    return {"path": str(path), "source": source, "loaded": len(loaded), "loaded_fraction": n_loaded / n_own,
+            "skipped": skipped, "missing": missing}
+
+
+def export_upstream(ckpt_path: str | Path, out_path: str | Path) -> dict:
+    """Write `{'model': ..., 'ema': ...}` (upstream LightningDiT's checkpoint layout) from `last.ckpt`.
+
+    Upstream's inference scripts load such a file and take `checkpoint['ema']`; the tensors are
+    float32 with upstream key names, saved with plain torch.save (loadable with weights_only=True).
+    """
+    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)
+    sd = ckpt.get("state_dict") if isinstance(ckpt, dict) else None
+    if not isinstance(sd, dict):
+        raise ValueError(f"{ckpt_path}: not a Lightning checkpoint of `mdgen train` (no 'state_dict')")
+    out = {}
+    for part in ("model", "ema"):
+        out[part] = _unwrap_keys({k[len(part) + 1:]: v.detach().float().contiguous().clone()
+                                  for k, v in sd.items() if k.startswith(part + ".")})
+        if not out[part]:
+            raise ValueError(f"{ckpt_path}: no '{part}.*' weights (expected a checkpoint of `mdgen train`)")
+    out["config"] = {k: v for k, v in (ckpt.get("mdgen") or {}).items()
+                     if k in ("model_name", "model_kwargs", "users")}
+    out["step"] = int(ckpt.get("global_step", 0))
+    with atomic_path(out_path) as tmp:
+        torch.save(out, tmp)
+    return {"path": str(out_path), "tensors": len(out["ema"]), "step": out["step"]}
+
+
 def auto_precision(precision: str, accelerator: str) -> str:
     if precision != "auto":
         return precision
@@ -300,7 +457,7 @@ def train(*, train_path: str | Path, val_path: str | Path, stats_path: str | Pat
           use_flip: bool = True, checkpoint_every: int = 100, val_every: int = 100, resume: str = "auto",
           accelerator: str = "auto", devices: int | str = 1, num_nodes: int = 1, strategy: str = "auto",
           precision: str = "auto", compile: bool = False, deterministic: bool = False, seed: int = 0,
-          num_workers: int = 0, log_every: int = 10, progress: bool = True,
+          num_workers: int = 0, init_from: str | Path | None = None, log_every: int = 10, progress: bool = True,
           callbacks: list[L.Callback] | None = None) -> dict:
     """Train (or resume) and write `last.ckpt` and `ema.safetensors` into `out_dir`; returns final metrics."""
     out_dir, metrics_dir = Path(out_dir), Path(metrics_dir)
@@ -326,6 +483,7 @@ def train(*, train_path: str | Path, val_path: str | Path, stats_path: str | Pat
         "cos_weight": cos_weight, "latent_multiplier": latent_multiplier, "use_flip": use_flip, "seed": seed,
         "precision": precision, "users": train_ds.users, "train_sha256": file_sha256(train_path),
         "stats_sha256": file_sha256(stats_path),
+        "init_from_sha256": file_sha256(init_from) if init_from else None,
     }
     last = out_dir / "last.ckpt"
     ckpt_path = None
@@ -345,6 +503,15 @@ def train(*, train_path: str | Path, val_path: str | Path, stats_path: str | Pat
                         warmup_steps=warmup_steps, ema_decay=ema_decay, t_sampling=t_sampling, t_mean=t_mean,
                         t_std=t_std, cos_weight=cos_weight, compile=compile, seed=seed,
                         check_finite_every=1 if accelerator == "cpu" or not torch.cuda.is_available() else log_every)
+    module.compile_probe_batch = batch_size
+    if init_from and ckpt_path is None:
+        report = init_weights_from(module.model, init_from)
+        module.ema.load_state_dict(module.model.state_dict())
+        skipped = ", ".join(f"{k} ({why})" for k, why in list(report["skipped"].items())[:4])
+        print(f"train: initialised {report['loaded']} tensors ({100 * report['loaded_fraction']:.1f} % of the "
+              f"parameters) from {init_from} [{report['source']}]; skipped {len(report['skipped'])}"
+              f"{': ' + skipped if skipped else ''}{' ...' if len(report['skipped']) > 4 else ''}; "
+              f"{len(report['missing'])} of this model's tensors keep their initialisation")
     if len(train_ds) < batch_size:
         raise ValueError(f"train.batch_size = {batch_size} but {train_path} holds only {len(train_ds)} latents")
     loader_kw = dict(num_workers=num_workers, persistent_workers=num_workers > 0,

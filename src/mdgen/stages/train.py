@@ -12,7 +12,7 @@ KEYS = ["seed", "model.name", "model.class_dropout_prob", "model.use_qknorm", "t
         "train.grad_clip", "train.ema_decay", "train.t_sampling", "train.cos_weight", "train.latent_multiplier",
         "train.use_flip", "train.checkpoint_every", "train.val_every", "train.resume", "train.accelerator",
         "train.devices", "train.num_nodes", "train.strategy", "train.precision", "train.compile",
-        "train.deterministic", "train.num_workers"]
+        "train.deterministic", "train.num_workers", "train.init_from"]
 
 
 def main(params_path: str = "params.yaml", latents_dir: str = "data/latents", out_dir: str = "models/dit",
@@ -32,7 +32,7 @@ def main(params_path: str = "params.yaml", latents_dir: str = "data/latents", ou
         resume=p["train.resume"], accelerator=p["train.accelerator"], devices=p["train.devices"],
         num_nodes=p["train.num_nodes"], strategy=p["train.strategy"], precision=p["train.precision"],
         compile=p["train.compile"], deterministic=p["train.deterministic"], seed=p["seed"],
-        num_workers=p["train.num_workers"],
+        num_workers=p["train.num_workers"], init_from=p["train.init_from"],
     )
     metrics["train_wall_s"] = round(time.perf_counter() - t0, 1)
     write_json(f"{metrics_dir}/summary.json", metrics)
