@@ -53,6 +53,8 @@ def test_sample_stage_writes_images_per_user_deterministically(ws):
         assert im.size == (64, 64) and im.mode == "RGB"
         assert files[0].read_bytes() == (root / "samples_b" / user / files[0].name).read_bytes()
     assert m["images"] == 6 and m["images_per_s"] > 0 and m["nfe_per_image"] == 2 * 2
+    from mdgen.latents import cpu_has_native_bf16
+    assert m["precision"] == ("bf16" if cpu_has_native_bf16() else "fp32")  # sample.precision: auto
     assert (root / "samples_a.png").stat().st_size > 0
 
 

@@ -14,10 +14,20 @@ import numpy as np
 import torch
 
 from mdgen.images import to_uint8
-from mdgen.latents import autocast_dtype, denormalize, load_stats
+from mdgen.latents import autocast_dtype, cpu_has_native_bf16, denormalize, load_stats
 from mdgen.sampling import sample_latents
 from mdgen.tokenizer import load_tokenizer
 from mdgen.training import file_sha256, load_ema, read_ema_meta
+
+
+def sample_autocast(device: torch.device, precision: str) -> torch.dtype | None:
+    if precision == "fp32":
+        return None
+    if precision == "bf16":
+        return torch.bfloat16
+    if precision != "auto":
+        raise ValueError(f"sample.precision = {precision!r}: expected auto, fp32 or bf16")
+    return autocast_dtype(device, cpu_bf16=cpu_has_native_bf16())
 
 
 def user_index(users: list[str], user: str) -> int:
@@ -59,11 +69,14 @@ class SpectrogramGenerator:
     @torch.no_grad()
     def images(self, user: str, n: int, *, steps: int, cfg_scale: float, cfg_interval_start: float = 0.0,
                timestep_shift: float = 0.3, method: str = "euler", guidance_channels: str = "all",
-               seed: int = 0, batch_size: int = 32) -> tuple[np.ndarray, dict]:
-        """n uint8 images [n, H, W, 3] of `user`, and timings. The noise depends only on (seed, user)."""
+               seed: int = 0, batch_size: int = 32, precision: str = "auto") -> tuple[np.ndarray, dict]:
+        """n uint8 images [n, H, W, 3] of `user`, and timings. The noise depends only on (seed, user).
+
+        precision: `fp32`, `bf16` (autocast), or `auto` = bf16 on a GPU or a CPU with native bf16.
+        """
         label = self.label(user)
         gen = torch.Generator().manual_seed(seed * 1_000_003 + label)
-        amp = autocast_dtype(self.device)
+        amp = sample_autocast(self.device, precision)
         t0 = time.perf_counter()
         z = sample_latents(self.model, torch.full((n,), label, dtype=torch.long), steps=steps if method != "dopri5" else None,
                            method=method, cfg_scale=cfg_scale, cfg_interval_start=cfg_interval_start,

@@ -21,9 +21,29 @@ from mdgen.io import atomic_path, save_safetensors
 FLIPS = {"none": None, "time": 3, "doppler": 2}  # tensor dim flipped: time = width, Doppler = height
 
 
-def autocast_dtype(device: torch.device) -> torch.dtype | None:
-    """bf16 autocast on CUDA, plain fp32 elsewhere (CPU bf16 is slower than fp32 on most CPUs)."""
-    return torch.bfloat16 if device.type == "cuda" else None
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes in bf16 natively (AVX512-BF16 or AMX), as /proc/cpuinfo lists it.
+
+    There, bf16 matmuls run through oneDNN's bf16 kernels: on the 2-core AMD EPYC of our CI, a
+    LightningDiT-Tiny/2 training step at batch 32 took 191 ms in bf16-mixed against 269 ms in fp32,
+    and a guided sampling step 106 against 190 ms (`mdgen bench`). Without those units bf16 is
+    emulated and slower than fp32, so anything but Linux with the flags says no.
+    """
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return " avx512_bf16" in flags or " amx_bf16" in flags
+
+
+def autocast_dtype(device: torch.device, cpu_bf16: bool = False) -> torch.dtype | None:
+    """bf16 autocast on CUDA; on a CPU with native bf16 only when `cpu_bf16`; else plain fp32.
+
+    `extract` keeps fp32 on every CPU (the latents are the dataset); sampling opts in.
+    """
+    if device.type == "cuda" or (cpu_bf16 and device.type == "cpu"):
+        return torch.bfloat16
+    return None
 
 
 @torch.no_grad()

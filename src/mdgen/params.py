@@ -109,6 +109,7 @@ SCHEMA: dict[str, Spec] = {
     "sample.guidance_channels": Choice("all", "first3"),
     "sample.batch_size": Int(1),
     "sample.plot_per_user": Int(1, 16),
+    "sample.precision": Choice("auto", "fp32", "bf16"),
     "classifier.image_size": Int(16, 1024),
     "classifier.width": Int(1, 512),
     "classifier.steps": Int(1),

@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader, Dataset
 from mdgen import flow
 from mdgen.dit import LightningDiT, build_dit
 from mdgen.io import atomic_path, save_safetensors
-from mdgen.latents import load_stats, read_latents_meta
+from mdgen.latents import cpu_has_native_bf16, load_stats, read_latents_meta
 
 log = logging.getLogger(__name__)
 
@@ -426,10 +426,13 @@ def export_upstream(ckpt_path: str | Path, out_path: str | Path) -> dict:
 
 
 def auto_precision(precision: str, accelerator: str) -> str:
+    """`auto`: bf16-mixed on a GPU and on a CPU with native bf16 (see `cpu_has_native_bf16`), else 32-true."""
     if precision != "auto":
         return precision
     gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
-    return "bf16-mixed" if gpu else "32-true"
+    if gpu:
+        return "bf16-mixed"
+    return "bf16-mixed" if accelerator in ("auto", "cpu") and cpu_has_native_bf16() else "32-true"
 
 
 # ----------------------------------------------------------------------------- the run

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from mdgen import params
-from mdgen.generation import SpectrogramGenerator
+from mdgen.generation import SpectrogramGenerator, sample_autocast
 from mdgen.images import load_image, save_png
 from mdgen.io import atomic_path, write_json
 from mdgen.plots import image_grid
@@ -15,13 +15,14 @@ from mdgen.stages.extract import read_split
 
 KEYS = ["seed", "data.image_size", "tokenizer.checkpoint", "sample.images_per_user", "sample.steps",
         "sample.method", "sample.cfg_scale", "sample.cfg_interval_start", "sample.timestep_shift",
-        "sample.guidance_channels", "sample.batch_size", "sample.plot_per_user"]
+        "sample.guidance_channels", "sample.batch_size", "sample.plot_per_user", "sample.precision"]
 
 
 def sample_kwargs(p: dict) -> dict:
     return dict(steps=p["sample.steps"], cfg_scale=p["sample.cfg_scale"], cfg_interval_start=p["sample.cfg_interval_start"],
                 timestep_shift=p["sample.timestep_shift"], method=p["sample.method"],
-                guidance_channels=p["sample.guidance_channels"], batch_size=p["sample.batch_size"])
+                guidance_channels=p["sample.guidance_channels"], batch_size=p["sample.batch_size"],
+                precision=p["sample.precision"])
 
 
 def main(params_path: str = "params.yaml", model_dir: str = "models/dit", stats_path: str = "data/latents/latents_stats.pt",
@@ -47,7 +48,8 @@ def main(params_path: str = "params.yaml", model_dir: str = "models/dit", stats_
     total = n * len(gen.users)
     metrics = {"images": total, "images_per_s": total / wall, "latent_images_per_s": total / max(sample_s, 1e-9),
                "decode_images_per_s": total / max(decode_s, 1e-9), "nfe_per_image": nfe(p),
-               "device": gen.device.type}
+               "device": gen.device.type,
+               "precision": "bf16" if sample_autocast(gen.device, p["sample.precision"]) else "fp32"}
     write_json(metrics_path, metrics)
     cols = ["real"] * shown + ["generated"] * shown
     image_grid(plot_path, rows, gen.users, cols)
