@@ -87,6 +87,9 @@ def test_train_init_from_reports_and_starts_from_the_checkpoint(tmp_path, capsys
     torch.save({"ema": {k: v + 1 for k, v in ema.items()}}, tmp_path / "other.pt")
     run_train(root, max_steps=1, lr=1e-12, warmup_steps=0, init_from=tmp_path / "other.pt")
     assert "differs in: init_from_sha256" in capsys.readouterr().out
+    # and so is dropping it (the key is then absent from the run's configuration, not None)
+    run_train(root, max_steps=1, lr=1e-12, warmup_steps=0)
+    assert "differs in: init_from_sha256)" in capsys.readouterr().out
 
 
 def test_export_upstream_layout_roundtrips(tmp_path):

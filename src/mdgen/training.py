@@ -245,7 +245,9 @@ def resume_decision(ckpt_path: str | Path, run_config: dict, max_steps: int) -> 
         return False, f"{ckpt_path} is unreadable ({type(e).__name__}: {e})"
     saved = ckpt.get("mdgen")
     if saved != run_config:
-        diff = sorted(k for k in set(run_config) | set(saved or {}) if (saved or {}).get(k) != run_config.get(k))
+        missing = object()
+        diff = sorted(k for k in set(run_config) | set(saved or {})
+                      if (saved or {}).get(k, missing) != run_config.get(k, missing))
         return False, f"{ckpt_path} was trained with a different configuration (differs in: {', '.join(diff)})"
     step = int(ckpt.get("global_step", 0))
     if step > max_steps:
@@ -486,8 +488,9 @@ def train(*, train_path: str | Path, val_path: str | Path, stats_path: str | Pat
         "cos_weight": cos_weight, "latent_multiplier": latent_multiplier, "use_flip": use_flip, "seed": seed,
         "precision": precision, "users": train_ds.users, "train_sha256": file_sha256(train_path),
         "stats_sha256": file_sha256(stats_path),
-        "init_from_sha256": file_sha256(init_from) if init_from else None,
     }
+    if init_from:  # only when set: checkpoints written before the option existed still resume
+        run_config["init_from_sha256"] = file_sha256(init_from)
     last = out_dir / "last.ckpt"
     ckpt_path = None
     if resume == "auto":

@@ -1,0 +1,94 @@
+"""Compare DiT training / sampling settings with the `evaluate` judge, outside DVC (the README's sweep table).
+
+Run in a repository where `dvc repro` has run (it reads data/latents, data/split.json, the tokenizer
+and models/classifier.safetensors). Trains one DiT per call (or takes a trained one with "ema"), then
+samples `--per-user` images per person for each sampling setting and prints the judge's conditional
+accuracy and FID against real val, with the real train-vs-val floor:
+
+    python benchmarks/sweep_dit.py lr2e3 '{"train": {"lr": 0.002, "max_steps": 2400}, "samples": [{"cfg_scale": 1.5}]}'
+    python benchmarks/sweep_dit.py old '{"ema": "models/dit/ema.safetensors", "samples": [{}, {"cfg_scale": 3}]}'
+
+"train" overrides keyword arguments of `mdgen.training.train` (defaults: the params.yaml defaults);
+each sample setting overrides those of `SpectrogramGenerator.images`. THREADS sets torch's threads
+(two sweeps side by side on a 2-core machine: THREADS=1 each). Outputs go to sweeps/<tag>/.
+"""
+import argparse
+import json
+import os
+import tempfile
+import time
+
+import numpy as np
+import torch
+from PIL import Image
+
+from mdgen import params
+from mdgen.classifier import features, load_classifier, load_images, predict
+from mdgen.evaluation import frechet_distance
+from mdgen.generation import SpectrogramGenerator
+from mdgen.stages.extract import files_and_labels, read_split
+from mdgen.stages.sample import KEYS as SAMPLE_KEYS, sample_kwargs
+from mdgen.stages.train import KEYS as TRAIN_KEYS
+from mdgen.training import train
+
+
+def default_train_kwargs(p: dict, out: str) -> dict:
+    return dict(train_path="data/latents/train.safetensors", val_path="data/latents/val.safetensors",
+                stats_path="data/latents/latents_stats.pt", out_dir=f"{out}/dit", metrics_dir=f"{out}/metrics",
+                model_name=p["model.name"],
+                model_kwargs={"class_dropout_prob": p["model.class_dropout_prob"], "use_qknorm": p["model.use_qknorm"]},
+                max_steps=p["train.max_steps"], batch_size=p["train.batch_size"], lr=p["train.lr"],
+                betas=(0.9, p["train.beta2"]), warmup_steps=p["train.warmup_steps"], grad_clip=p["train.grad_clip"],
+                ema_decay=p["train.ema_decay"], checkpoint_every=p["train.checkpoint_every"],
+                val_every=p["train.val_every"], accelerator=p["train.accelerator"], precision=p["train.precision"],
+                deterministic=p["train.deterministic"], seed=p["seed"], progress=False, resume="auto")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("tag")
+    ap.add_argument("spec", help='JSON: {"train": {...} | "ema": path, "samples": [{...}, ...]}')
+    ap.add_argument("--per-user", type=int, default=24)
+    ap.add_argument("--params", default="params.yaml")
+    args = ap.parse_args()
+    torch.set_num_threads(int(os.environ.get("THREADS", torch.get_num_threads())))
+    spec = json.loads(args.spec)
+    p = params.read(sorted(set(TRAIN_KEYS + SAMPLE_KEYS)), args.params)
+    out = f"sweeps/{args.tag}"
+    if "train" in spec:
+        kw = default_train_kwargs(p, out)
+        kw["model_kwargs"].update(spec["train"].pop("model_kwargs", {}))
+        kw.update(spec["train"])
+        t0 = time.perf_counter()
+        m = train(**kw)
+        print(args.tag, "train", json.dumps({**m, "wall_s": round(time.perf_counter() - t0, 1)}), flush=True)
+    gen = SpectrogramGenerator.load(spec.get("ema", f"{out}/dit/ema.safetensors"), "data/latents/latents_stats.pt",
+                                    p["tokenizer.checkpoint"], device="cpu")
+    manifest = read_split("data/split.json")
+    val_files, _ = files_and_labels(manifest, "val")
+    train_files, _ = files_and_labels(manifest, "train")
+    judge, _ = load_classifier("models/classifier.safetensors")
+    size = judge.config.image_size
+    f_val, f_train = features(judge, load_images(val_files, size)), features(judge, load_images(train_files, size))
+    floor = frechet_distance(f_train, f_val)
+    for setting in spec.get("samples", [{}]):
+        kw = {**sample_kwargs(p), **setting}
+        t0 = time.perf_counter()
+        with tempfile.TemporaryDirectory() as tmp:
+            files, labels = [], []
+            for label, user in enumerate(gen.users):
+                imgs, _ = gen.images(user, args.per_user, seed=p["seed"], **kw)
+                for k, im in enumerate(imgs):  # through PNG files, as `evaluate` reads the samples
+                    files.append(f"{tmp}/{user}_{k}.png")
+                    Image.fromarray(im).save(files[-1])
+                    labels.append(label)
+            images = load_images(files, size)
+        f_gen = features(judge, images)
+        acc = float((predict(judge, images).argmax(1) == np.asarray(labels)).mean())
+        fid = frechet_distance(f_gen, f_val)
+        print(f"{args.tag} sample {json.dumps(setting)}: accuracy {acc:.3f}, FID {fid:.2f} "
+              f"(floor {floor:.2f}, {fid / floor:.1f}x), {time.perf_counter() - t0:.0f} s", flush=True)
+
+
+if __name__ == "__main__":
+    main()
