@@ -8,7 +8,7 @@ accuracy and FID against real val, with the real train-vs-val floor:
     python benchmarks/sweep_dit.py lr2e3 '{"train": {"lr": 0.002, "max_steps": 2400}, "samples": [{"cfg_scale": 1.5}]}'
     python benchmarks/sweep_dit.py old '{"ema": "models/dit/ema.safetensors", "samples": [{}, {"cfg_scale": 3}]}'
 
-"train" overrides keyword arguments of `mdgen.training.train` (defaults: the params.yaml defaults);
+"train" overrides keyword arguments of `mdgen.training.train` (defaults: from params.yaml, as the stage);
 each sample setting overrides those of `SpectrogramGenerator.images`. THREADS sets torch's threads
 (two sweeps side by side on a 2-core machine: THREADS=1 each). Outputs go to sweeps/<tag>/.
 """
@@ -28,20 +28,8 @@ from mdgen.evaluation import frechet_distance
 from mdgen.generation import SpectrogramGenerator
 from mdgen.stages.extract import files_and_labels, read_split
 from mdgen.stages.sample import KEYS as SAMPLE_KEYS, sample_kwargs
-from mdgen.stages.train import KEYS as TRAIN_KEYS
+from mdgen.stages.train import KEYS as TRAIN_KEYS, train_kwargs
 from mdgen.training import train
-
-
-def default_train_kwargs(p: dict, out: str) -> dict:
-    return dict(train_path="data/latents/train.safetensors", val_path="data/latents/val.safetensors",
-                stats_path="data/latents/latents_stats.pt", out_dir=f"{out}/dit", metrics_dir=f"{out}/metrics",
-                model_name=p["model.name"],
-                model_kwargs={"class_dropout_prob": p["model.class_dropout_prob"], "use_qknorm": p["model.use_qknorm"]},
-                max_steps=p["train.max_steps"], batch_size=p["train.batch_size"], lr=p["train.lr"],
-                betas=(0.9, p["train.beta2"]), warmup_steps=p["train.warmup_steps"], grad_clip=p["train.grad_clip"],
-                ema_decay=p["train.ema_decay"], checkpoint_every=p["train.checkpoint_every"],
-                val_every=p["train.val_every"], accelerator=p["train.accelerator"], precision=p["train.precision"],
-                deterministic=p["train.deterministic"], seed=p["seed"], progress=False, resume="auto")
 
 
 def main() -> None:
@@ -56,7 +44,8 @@ def main() -> None:
     p = params.read(sorted(set(TRAIN_KEYS + SAMPLE_KEYS)), args.params)
     out = f"sweeps/{args.tag}"
     if "train" in spec:
-        kw = default_train_kwargs(p, out)
+        # resume: a sweep continued to more steps reuses its own last.ckpt
+        kw = {**train_kwargs(p, "data/latents", f"{out}/dit", f"{out}/metrics"), "progress": False, "resume": "auto"}
         kw["model_kwargs"].update(spec["train"].pop("model_kwargs", {}))
         kw.update(spec["train"])
         t0 = time.perf_counter()

@@ -119,6 +119,19 @@ def make_dvc_repo(root: Path) -> DvcRepo:
     return repo
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """torch on one thread for a module of tiny models: a second thread only adds synchronisation,
+    and on a shared 2-core CPU oversubscription costs ~10x. Use with
+    `pytestmark = pytest.mark.usefixtures("one_torch_thread")`."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def dvc_repo(tmp_path) -> DvcRepo:
     """A fresh git+DVC copy of the pipeline with tiny params, committed once."""

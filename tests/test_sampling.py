@@ -16,13 +16,7 @@ CFG = dict(cfg_scale=4.0, cfg_interval_start=0.11)  # the fixture's sampling set
 load_upstream = load_upstream_dit  # shared loader in conftest
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models on shared CPU cores: a second thread only adds synchronisation overhead."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -28,13 +28,7 @@ SHIPPED_CONFIG = REPO / "data" / "pretrained" / "mdgen-vae-f16d32-sim.yaml"
 TINY = dict(ch=32, ch_mult=[1, 1], num_res_blocks=1, attn_resolutions=[], z_channels=4, embed_dim=4, resolution=32)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # tiny convolutions: a second thread buys nothing and, on a shared CPU, oversubscription costs ~10x
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -86,3 +86,29 @@ def save_safetensors(tensors: dict, path: str | Path, metadata: dict[str, str] |
             f.write(blob[:8])
             f.write(canonical)
             f.write(memoryview(blob)[8 + n:])
+
+
+def load_torch_file(path: str | Path, what: str):
+    """`torch.load` of an untrusted checkpoint: tensors and plain containers only, never code.
+
+    `what` names the file in errors ("tokenizer checkpoint"). mmap keeps a multi-GB checkpoint on
+    disk, so only the tensors used are paged in; it needs the zip format (torch >= 1.6 default),
+    older tar/pickle files are read whole.
+    """
+    import pickle
+    import zipfile
+
+    import torch  # here, so that `mdgen split` and friends do not pay for importing torch
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
+    except pickle.UnpicklingError as e:
+        # torch's message is a paragraph of how-to-bypass advice; keep only the line naming the culprit
+        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+        culprit = [ln for ln in lines if "Unsupported" in ln or "WeightsUnpickler" in ln]
+        reason = (culprit or lines or [""])[0].split(" Please use")[0]
+        raise ValueError(f"refusing to load {path}: it needs arbitrary unpickling (code execution), which "
+                         f"mdgen never does; only plain tensors are accepted (torch.load weights_only=True said: "
+                         f"{reason}). Convert it to .safetensors in a trusted environment.") from None
+    except (RuntimeError, EOFError, OSError) as e:
+        raise ValueError(f"cannot read {what} {path} as a torch file: {e}") from e

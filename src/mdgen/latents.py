@@ -6,6 +6,7 @@ records where the latents came from.
 """
 from __future__ import annotations
 
+import functools
 import json
 import time
 from pathlib import Path
@@ -21,6 +22,7 @@ from mdgen.io import atomic_path, save_safetensors
 FLIPS = {"none": None, "time": 3, "doppler": 2}  # tensor dim flipped: time = width, Doppler = height
 
 
+@functools.cache
 def cpu_has_native_bf16() -> bool:
     """Whether this CPU computes in bf16 natively (AVX512-BF16 or AMX), as /proc/cpuinfo lists it.
 

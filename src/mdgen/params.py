@@ -157,15 +157,20 @@ def validate(key: str, value: Any, source: str = "params.yaml") -> Any:
     return float(value) if spec.kind == (int, float) else value
 
 
+def read_yaml(path: Path) -> Any:
+    """The parsed YAML of an existing file (empty file: {}); a syntax error is a ParamsError naming the file."""
+    try:
+        return yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ParamsError(f"{path}: not valid YAML: {e}") from None
+
+
 def load_params(path: str | Path = "params.yaml") -> dict[str, Any]:
     """Read and validate the whole file; returns a flat {'section.key': value} dict."""
     path = Path(path)
     if not path.is_file():
         raise ParamsError(f"{path} not found (run from the repository root or pass --params)")
-    try:
-        tree = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ParamsError(f"{path}: not valid YAML: {e}") from None
+    tree = read_yaml(path)
     if not isinstance(tree, dict):
         raise ParamsError(f"{path}: expected a mapping of sections at the top level")
     flat = {k: validate(k, v, str(path)) for k, v in _flatten(tree).items()}

@@ -14,8 +14,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import pickle
-import zipfile
 from collections import Counter
 from pathlib import Path
 
@@ -25,7 +23,7 @@ import torch.nn.functional as F
 
 from safetensors import SafetensorError, safe_open
 
-from mdgen.io import save_safetensors
+from mdgen.io import load_torch_file, save_safetensors
 
 log = logging.getLogger(__name__)
 
@@ -355,21 +353,7 @@ def infer_config(state_dict: dict[str, torch.Tensor]) -> dict:
 
 
 def _read_torch(path: Path) -> dict[str, torch.Tensor]:
-    # mmap keeps a 2.15 GB checkpoint on disk: only the ~0.28 GB of VAE tensors we touch are paged in.
-    # mmap needs the zip format (torch >= 1.6 default); older tar/pickle files are read whole.
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
-    except pickle.UnpicklingError as e:
-        # torch's message is a paragraph of how-to-bypass advice; keep only the line naming the culprit
-        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-        culprit = [ln for ln in lines if "Unsupported" in ln or "WeightsUnpickler" in ln]
-        reason = (culprit or lines or [""])[0]
-        reason = reason.split(" Please use")[0]
-        raise ValueError(f"refusing to load {path}: it needs arbitrary unpickling (code execution), which "
-                         f"mdgen never does; only plain tensors are accepted (torch.load weights_only=True said: "
-                         f"{reason}). Convert it to .safetensors in a trusted environment.") from None
-    except (RuntimeError, EOFError, OSError) as e:
-        raise ValueError(f"cannot read tokenizer checkpoint {path} as a torch file: {e}") from e
+    obj = load_torch_file(path, "tokenizer checkpoint")
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         obj = obj["state_dict"]  # Lightning-style checkpoint (the released VA-VAE .pt)
     if not isinstance(obj, dict) or not all(isinstance(k, str) and torch.is_tensor(v) for k, v in obj.items()):

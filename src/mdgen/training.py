@@ -14,8 +14,6 @@ import json
 import logging
 import math
 import os
-import pickle
-import zipfile
 from pathlib import Path
 
 import lightning as L
@@ -25,7 +23,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from mdgen import flow
 from mdgen.dit import LightningDiT, build_dit
-from mdgen.io import atomic_path, save_safetensors
+from mdgen.io import atomic_path, load_torch_file, save_safetensors
 from mdgen.latents import cpu_has_native_bf16, load_stats, read_latents_meta
 
 log = logging.getLogger(__name__)
@@ -330,6 +328,11 @@ def _unwrap_keys(state: dict) -> dict:
     return out
 
 
+def _lightning_part(state_dict: dict, part: str) -> dict:
+    """The `part.*` tensors of a Lightning state dict (FlowModule's `model` or `ema`), prefix removed."""
+    return _unwrap_keys({k[len(part) + 1:]: v for k, v in state_dict.items() if k.startswith(part + ".")})
+
+
 def read_dit_state(path: str | Path, prefer: tuple[str, ...] = ("ema", "model")) -> tuple[dict, str]:
     """(state dict, where it came from) of a LightningDiT checkpoint, without unpickling code.
 
@@ -343,25 +346,15 @@ def read_dit_state(path: str | Path, prefer: tuple[str, ...] = ("ema", "model"))
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
         return _unwrap_keys(load_file(str(path))), "safetensors"
-    try:
-        # mmap keeps a multi-GB XL checkpoint on disk; it needs the zip format (torch >= 1.6 default)
-        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
-    except pickle.UnpicklingError as e:
-        reason = next((ln.strip() for ln in str(e).splitlines() if "Unsupported" in ln or "WeightsUnpickler" in ln),
-                      "")
-        raise ValueError(f"refusing to load {path}: it needs arbitrary unpickling (code execution), which mdgen "
-                         f"never does; only tensors, dicts and plain values are accepted ({reason.split(' Please')[0]})"
-                         ) from None
-    except (RuntimeError, EOFError, OSError) as e:
-        raise ValueError(f"cannot read DiT checkpoint {path} as a torch file: {e}") from e
+    obj = load_torch_file(path, "DiT checkpoint")
     if not isinstance(obj, dict):
         raise ValueError(f"{path}: expected a dict, got {type(obj).__name__}")
     if "state_dict" in obj and isinstance(obj["state_dict"], dict):  # Lightning: model.* and ema.* inside
         sd = obj["state_dict"]
         for key in prefer:
-            sub = {k[len(key) + 1:]: v for k, v in sd.items() if k.startswith(key + ".")}
+            sub = _lightning_part(sd, key)
             if sub:
-                return _unwrap_keys(sub), f"state_dict['{key}.*']"
+                return sub, f"state_dict['{key}.*']"
         obj = sd
     for key in prefer:
         if isinstance(obj.get(key), dict):
@@ -409,14 +402,13 @@ def export_upstream(ckpt_path: str | Path, out_path: str | Path) -> dict:
     Upstream's inference scripts load such a file and take `checkpoint['ema']`; the tensors are
     float32 with upstream key names, saved with plain torch.save (loadable with weights_only=True).
     """
-    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)
+    ckpt = load_torch_file(ckpt_path, "training checkpoint")
     sd = ckpt.get("state_dict") if isinstance(ckpt, dict) else None
     if not isinstance(sd, dict):
         raise ValueError(f"{ckpt_path}: not a Lightning checkpoint of `mdgen train` (no 'state_dict')")
     out = {}
     for part in ("model", "ema"):
-        out[part] = _unwrap_keys({k[len(part) + 1:]: v.detach().float().contiguous().clone()
-                                  for k, v in sd.items() if k.startswith(part + ".")})
+        out[part] = {k: v.detach().float().contiguous().clone() for k, v in _lightning_part(sd, part).items()}
         if not out[part]:
             raise ValueError(f"{ckpt_path}: no '{part}.*' weights (expected a checkpoint of `mdgen train`)")
     out["config"] = {k: v for k, v in (ckpt.get("mdgen") or {}).items()

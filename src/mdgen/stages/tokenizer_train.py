@@ -19,10 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
 from mdgen.io import atomic_path
-from mdgen.params import Bool, Float, Int, ParamsError, Spec
+from mdgen.params import Bool, Float, Int, ParamsError, Spec, read_yaml
 from mdgen.simulate import RadarConfig, simulate_dataset
 from mdgen.tokenizer import save_tokenizer
 from mdgen.tokenizer_train import collect_files, evaluate_tokenizer, linear_codec_psnr, train_tokenizer
@@ -83,10 +82,7 @@ def read_config(path: str | Path) -> dict[str, dict[str, Any]]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"tokenizer training config {path} not found")
-    try:
-        tree = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ParamsError(f"{path}: not valid YAML: {e}") from None
+    tree = read_yaml(path)
     sections = {key.split(".")[0] for key in SCHEMA}
     if not isinstance(tree, dict) or not all(isinstance(tree.get(s, {}), dict) for s in tree if s in sections):
         raise ParamsError(f"{path}: expected sections {', '.join(sorted(sections))}, each a mapping")

@@ -15,11 +15,10 @@ KEYS = ["seed", "model.name", "model.class_dropout_prob", "model.use_qknorm", "t
         "train.deterministic", "train.num_workers", "train.init_from"]
 
 
-def main(params_path: str = "params.yaml", latents_dir: str = "data/latents", out_dir: str = "models/dit",
-         metrics_dir: str = "metrics/train") -> dict:
-    p = params.read(KEYS, params_path)
-    t0 = time.perf_counter()
-    metrics = train(
+def train_kwargs(p: dict, latents_dir: str = "data/latents", out_dir: str = "models/dit",
+                 metrics_dir: str = "metrics/train") -> dict:
+    """Keyword arguments of `mdgen.training.train` from the stage's params (also used by benchmarks/sweep_dit.py)."""
+    return dict(
         train_path=f"{latents_dir}/train.safetensors", val_path=f"{latents_dir}/val.safetensors",
         stats_path=f"{latents_dir}/latents_stats.pt", out_dir=out_dir, metrics_dir=metrics_dir,
         model_name=p["model.name"],
@@ -34,6 +33,13 @@ def main(params_path: str = "params.yaml", latents_dir: str = "data/latents", ou
         compile=p["train.compile"], deterministic=p["train.deterministic"], seed=p["seed"],
         num_workers=p["train.num_workers"], init_from=p["train.init_from"],
     )
+
+
+def main(params_path: str = "params.yaml", latents_dir: str = "data/latents", out_dir: str = "models/dit",
+         metrics_dir: str = "metrics/train") -> dict:
+    p = params.read(KEYS, params_path)
+    t0 = time.perf_counter()
+    metrics = train(**train_kwargs(p, latents_dir, out_dir, metrics_dir))
     metrics["train_wall_s"] = round(time.perf_counter() - t0, 1)
     write_json(f"{metrics_dir}/summary.json", metrics)
     print(f"train: {metrics['step']} steps in {metrics['train_wall_s']} s, val loss {metrics.get('val/loss', float('nan')):.4f} "
