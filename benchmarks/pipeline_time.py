@@ -6,23 +6,29 @@
 DVC prints "Running stage '<name>':" when a stage starts; a stage's time is from its line to the next
 stage's line (or the end of the run), so it includes DVC's own hashing and caching of the outputs.
 Prints a Markdown table (the one in the README) and writes JSON with --out.
+
+torch.compile (`train.compile`) keeps compiled kernels in a cache under /tmp that outlives a clone, so a
+second timing on the same machine would leave the compile out; each run here gets an empty cache
+(TORCHINDUCTOR_CACHE_DIR in a temporary folder), as on a fresh machine, unless --warm-compile-cache.
 """
 import argparse
 import json
 import re
+import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 STAGE_LINE = re.compile(r"Running stage '([^']+)'")
 
 
-def timed_repro(extra: list[str]) -> tuple[list[tuple[str, float]], float]:
+def timed_repro(extra: list[str], env: dict[str, str] | None = None) -> tuple[list[tuple[str, float]], float]:
     start = time.perf_counter()
     marks: list[tuple[str, float]] = []
     proc = subprocess.Popen(["dvc", "repro", *extra], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, bufsize=1)
+                            text=True, bufsize=1, env=env)
     for line in proc.stdout:
         sys.stdout.write(line)
         sys.stdout.flush()
@@ -39,11 +45,15 @@ def timed_repro(extra: list[str]) -> tuple[list[tuple[str, float]], float]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, help="write the figures as JSON here")
+    ap.add_argument("--warm-compile-cache", action="store_true",
+                    help="keep torch.compile's kernel cache from earlier runs (default: start empty)")
     ap.add_argument("extra", nargs="*", help="arguments for the first dvc repro (after --)")
     args = ap.parse_args()
 
-    stages, total = timed_repro(args.extra)
-    second_stages, second = timed_repro([])
+    with tempfile.TemporaryDirectory(prefix="inductor-cache-") as cache:
+        env = None if args.warm_compile_cache else {**os.environ, "TORCHINDUCTOR_CACHE_DIR": cache}
+        stages, total = timed_repro(args.extra, env)
+        second_stages, second = timed_repro([], env)
     rows = ["| stage | seconds |", "|---|---:|"]
     rows += [f"| {name} | {sec:.1f} |" for name, sec in stages]
     rows += [f"| **total `dvc repro`** | **{total:.1f}** ({total / 60:.1f} min) |",

@@ -3,7 +3,7 @@
 Run in a repository where `dvc repro` has run (it reads data/latents, data/split.json, the tokenizer
 and models/classifier.safetensors). Trains one DiT per call (or takes a trained one with "ema"), then
 samples `--per-user` images per person for each sampling setting and prints the judge's conditional
-accuracy and FID against real val, with the real train-vs-val floor:
+accuracy and FID against real val, with the real train-vs-val floor drawn as `evaluate` draws it:
 
     python benchmarks/sweep_dit.py lr2e3 '{"train": {"lr": 0.002, "max_steps": 2400}, "samples": [{"cfg_scale": 1.5}]}'
     python benchmarks/sweep_dit.py old '{"ema": "models/dit/ema.safetensors", "samples": [{}, {"cfg_scale": 3}]}'
@@ -59,14 +59,13 @@ def main() -> None:
     judge, _ = load_classifier("models/classifier.safetensors")
     size = judge.config.image_size
     f_val, f_train = features(judge, load_images(val_files, size)), features(judge, load_images(train_files, size))
-    floor = frechet_distance(f_train, f_val)
     for setting in spec.get("samples", [{}]):
         kw = {**sample_kwargs(p), **setting}
         t0 = time.perf_counter()
         with tempfile.TemporaryDirectory() as tmp:
             files, labels = [], []
             for label, user in enumerate(gen.users):
-                imgs, _ = gen.images(user, args.per_user, seed=p["seed"], **kw)
+                imgs, _ = gen.images(user, args.per_user, **{"seed": p["seed"], **kw})
                 for k, im in enumerate(imgs):  # through PNG files, as `evaluate` reads the samples
                     files.append(f"{tmp}/{user}_{k}.png")
                     Image.fromarray(im).save(files[-1])
@@ -75,6 +74,10 @@ def main() -> None:
         f_gen = features(judge, images)
         acc = float((predict(judge, images).argmax(1) == np.asarray(labels)).mean())
         fid = frechet_distance(f_gen, f_val)
+        # the floor as `evaluate` draws it: as many train images as generated ones, chosen by the seed
+        rng = np.random.default_rng(p["seed"])
+        floor = frechet_distance(f_train[np.sort(rng.choice(len(f_train), min(len(f_train), len(f_gen)),
+                                                            replace=False))], f_val)
         print(f"{args.tag} sample {json.dumps(setting)}: accuracy {acc:.3f}, FID {fid:.2f} "
               f"(floor {floor:.2f}, {fid / floor:.1f}x), {time.perf_counter() - t0:.0f} s", flush=True)
 

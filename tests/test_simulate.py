@@ -33,7 +33,7 @@ REFERENCE = {
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory) -> Path:
-    """The default-size dataset (8 users x 60 images, seed 0), built once for this module."""
+    """8 users x 60 images (half the default 120 per person, for time), seed 0, built once for this module."""
     out = tmp_path_factory.mktemp("sim") / "simulated"
     simulate_dataset(out, n_users=8, images_per_user=60, seed=0, progress=False, workers=2)
     return out

@@ -174,3 +174,33 @@ def test_resuming_a_finished_run_trains_nothing_but_reports_val_loss(tmp_path):
     again = run_train(root, max_steps=6, log_every=1)  # what `dvc repro -f` does with the persisted checkpoint
     assert again["step"] == 6 and steps_logged(root) == rows
     assert again["val/loss"] == pytest.approx(first["val/loss"], rel=1e-5)
+
+
+def test_lr_schedules_warm_up_hold_and_decay():
+    from mdgen.training import lr_factor
+    f = lambda s, sched, **kw: lr_factor(s, warmup_steps=10, max_steps=110, schedule=sched, **kw)  # noqa: E731
+    assert [f(s, "constant") for s in (0, 9, 10, 109)] == [0.1, 1.0, 1.0, 1.0]
+    cos = [f(s, "cosine") for s in range(10, 110)]
+    assert cos[0] == 1.0 and abs(cos[50] - 0.5) < 1e-9 and 0 < cos[-1] < 1e-3
+    assert all(a > b for a, b in zip(cos, cos[1:]))
+    # wsd with the last 20 % (22 steps) decaying: peak until step 88, then linear to 1/22 at the end
+    wsd = [f(s, "wsd") for s in range(10, 110)]
+    assert wsd[:78] == [1.0] * 78 and wsd[78] == 1.0 and abs(wsd[-1] - 1 / 22) < 1e-9
+    assert all(a > b for a, b in zip(wsd[78:], wsd[79:]))
+    with pytest.raises(ValueError, match="lr schedule 'step': expected one of constant, cosine, wsd"):
+        f(0, "step")
+
+
+def test_decaying_schedule_ends_low_and_a_longer_run_starts_fresh(tmp_path, capsys):
+    from mdgen.training import lr_factor
+    root = make_latents(tmp_path)
+    run_train(root, max_steps=8, warmup_steps=2, lr_schedule="cosine")
+    ckpt = torch.load(root / "dit/last.ckpt", map_location="cpu", weights_only=True)
+    # the lr the scheduler set for the step after the last one: the end of the cosine
+    last_lr = ckpt["lr_schedulers"][0]["_last_lr"][0]
+    assert abs(last_lr - 1e-3 * lr_factor(8, warmup_steps=2, max_steps=8, schedule="cosine")) < 1e-12
+    assert last_lr == 0.0
+    # a cosine fixed to 8 steps cannot be continued to 12 with the same meaning
+    run_train(root, max_steps=12, warmup_steps=2, lr_schedule="cosine")
+    out = capsys.readouterr().out
+    assert "starting fresh" in out and "schedule_steps" in out

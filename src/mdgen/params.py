@@ -81,6 +81,8 @@ SCHEMA: dict[str, Spec] = {
     "train.weight_decay": Float(0.0),
     "train.beta2": Float(0.0, 1.0, hi_open=True),
     "train.warmup_steps": Int(0),
+    "train.lr_schedule": Choice("constant", "cosine", "wsd"),
+    "train.lr_decay_fraction": Float(0.0, 1.0, lo_open=True),
     "train.grad_clip": Float(0.0, lo_open=True, optional=True),
     "train.ema_decay": Float(0.0, 1.0),
     "train.t_sampling": Choice("logit_normal", "uniform"),

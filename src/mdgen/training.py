@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import csv
+import functools
 import json
 import logging
 import math
@@ -77,14 +78,40 @@ class LatentDataset(Dataset):
         return z, self.labels[i]
 
 
+LR_SCHEDULES = ("constant", "cosine", "wsd")
+
+
+def lr_factor(step: int, *, warmup_steps: int, max_steps: int, schedule: str = "constant",
+              decay_fraction: float = 0.2) -> float:
+    """Multiplier of the peak lr before optimizer step `step` (0-based): linear warm-up, then
+
+    constant; cosine to zero at `max_steps`; or wsd (warm-up, stable, decay), which holds the peak and
+    decays linearly to zero over the last `decay_fraction` of the steps. A short CPU run gains from
+    ending at a low lr much as from a long EMA, without averaging in early weights (README sweep).
+    """
+    if schedule not in LR_SCHEDULES:
+        raise ValueError(f"lr schedule {schedule!r}: expected one of {', '.join(LR_SCHEDULES)}")
+    if warmup_steps and step < warmup_steps:
+        return (step + 1) / warmup_steps
+    if schedule == "constant" or max_steps <= warmup_steps:
+        return 1.0
+    if schedule == "cosine":
+        progress = min(1.0, (step - warmup_steps) / (max_steps - warmup_steps))
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+    decay_start = max(warmup_steps, max_steps - round(decay_fraction * max_steps))
+    if step < decay_start:
+        return 1.0
+    return max(0.0, (max_steps - step) / (max_steps - decay_start))
+
+
 # ----------------------------------------------------------------------------- module
 
 class FlowModule(L.LightningModule):
     """Rectified-flow training of a LightningDiT, with EMA weights and fixed-noise validation."""
 
     def __init__(self, model_name: str, model_kwargs: dict, *, lr: float = 1e-4, weight_decay: float = 0.0,
-                 betas: tuple[float, float] = (0.9, 0.95), warmup_steps: int = 0, ema_decay: float = 0.9999,
-                 t_sampling: str = "logit_normal", t_mean: float = 0.0, t_std: float = 1.0, cos_weight: float = 1.0,
+                 betas: tuple[float, float] = (0.9, 0.95), warmup_steps: int = 0, lr_schedule: str = "constant",
+                 lr_decay_fraction: float = 0.2, ema_decay: float = 0.9999, t_sampling: str = "logit_normal", t_mean: float = 0.0, t_std: float = 1.0, cos_weight: float = 1.0,
                  val_t: tuple[float, ...] = (0.1, 0.3, 0.5, 0.7, 0.9),
                  compile: bool = False, seed: int = 0, check_finite_every: int = 1):
         super().__init__()
@@ -196,9 +223,12 @@ class FlowModule(L.LightningModule):
     def configure_optimizers(self):
         hp = self.hparams
         opt = self.make_optimizer()
-        if not hp.warmup_steps:
+        if not hp.warmup_steps and hp.lr_schedule == "constant":
             return opt
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / hp.warmup_steps))
+        total = self.trainer.max_steps if self._trainer else 0
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, functools.partial(
+            lr_factor, warmup_steps=hp.warmup_steps, max_steps=total, schedule=hp.lr_schedule,
+            decay_fraction=hp.lr_decay_fraction))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
 
@@ -217,7 +247,9 @@ class AtomicLastCheckpoint(L.Callback):
 
     def _save(self, trainer: L.Trainer) -> None:
         tmp = self.path.with_name(f".{self.path.name}.tmp")
-        trainer.save_checkpoint(tmp)  # every rank calls it; the strategy writes on rank 0 only
+        # every rank calls it; the strategy writes on rank 0 only. weights_only=False (optimizer, loops and
+        # RNG state included, which resume needs) said outright, else Lightning logs its default each time
+        trainer.save_checkpoint(tmp, weights_only=False)
         if trainer.is_global_zero:
             os.replace(tmp, self.path)
 
@@ -449,7 +481,7 @@ RESUME_KEYS = ("model_name", "model_kwargs", "batch_size", "lr", "weight_decay",
 def train(*, train_path: str | Path, val_path: str | Path, stats_path: str | Path, out_dir: str | Path,
           metrics_dir: str | Path, model_name: str, model_kwargs: dict, max_steps: int, batch_size: int,
           lr: float, weight_decay: float = 0.0, betas: tuple[float, float] = (0.9, 0.95), warmup_steps: int = 0,
-          grad_clip: float | None = None, ema_decay: float = 0.9999, t_sampling: str = "logit_normal",
+          lr_schedule: str = "constant", lr_decay_fraction: float = 0.2, grad_clip: float | None = None, ema_decay: float = 0.9999, t_sampling: str = "logit_normal",
           t_mean: float = 0.0, t_std: float = 1.0, cos_weight: float = 1.0, latent_multiplier: float = 1.0,
           use_flip: bool = True, checkpoint_every: int = 100, val_every: int = 100, resume: str = "auto",
           accelerator: str = "auto", devices: int | str = 1, num_nodes: int = 1, strategy: str = "auto",
@@ -481,6 +513,12 @@ def train(*, train_path: str | Path, val_path: str | Path, stats_path: str | Pat
         "precision": precision, "users": train_ds.users, "train_sha256": file_sha256(train_path),
         "stats_sha256": file_sha256(stats_path),
     }
+    if lr_schedule != "constant":
+        # only when set, as init_from; a decaying schedule is fixed by its length, so a run to more
+        # steps starts fresh rather than resuming at an lr that jumps back up
+        run_config.update(lr_schedule=lr_schedule, schedule_steps=max_steps)
+        if lr_schedule == "wsd":
+            run_config["lr_decay_fraction"] = lr_decay_fraction
     if init_from:  # only when set: checkpoints written before the option existed still resume
         run_config["init_from_sha256"] = file_sha256(init_from)
     last = out_dir / "last.ckpt"
@@ -498,7 +536,8 @@ def train(*, train_path: str | Path, val_path: str | Path, stats_path: str | Pat
 
     L.seed_everything(seed, workers=True, verbose=False)
     module = FlowModule(model_name, model_kwargs, lr=lr, weight_decay=weight_decay, betas=tuple(betas),
-                        warmup_steps=warmup_steps, ema_decay=ema_decay, t_sampling=t_sampling, t_mean=t_mean,
+                        warmup_steps=warmup_steps, lr_schedule=lr_schedule, lr_decay_fraction=lr_decay_fraction,
+                        ema_decay=ema_decay, t_sampling=t_sampling, t_mean=t_mean,
                         t_std=t_std, cos_weight=cos_weight, compile=compile, seed=seed,
                         check_finite_every=1 if accelerator == "cpu" or not torch.cuda.is_available() else log_every)
     module.compile_probe_batch = batch_size

@@ -9,6 +9,7 @@ from mdgen.training import train
 
 KEYS = ["seed", "model.name", "model.class_dropout_prob", "model.use_qknorm", "train.max_steps",
         "train.batch_size", "train.lr", "train.weight_decay", "train.beta2", "train.warmup_steps",
+        "train.lr_schedule", "train.lr_decay_fraction",
         "train.grad_clip", "train.ema_decay", "train.t_sampling", "train.cos_weight", "train.latent_multiplier",
         "train.use_flip", "train.checkpoint_every", "train.val_every", "train.resume", "train.accelerator",
         "train.devices", "train.num_nodes", "train.strategy", "train.precision", "train.compile",
@@ -25,6 +26,7 @@ def train_kwargs(p: dict, latents_dir: str = "data/latents", out_dir: str = "mod
         model_kwargs={"class_dropout_prob": p["model.class_dropout_prob"], "use_qknorm": p["model.use_qknorm"]},
         max_steps=p["train.max_steps"], batch_size=p["train.batch_size"], lr=p["train.lr"],
         weight_decay=p["train.weight_decay"], betas=(0.9, p["train.beta2"]), warmup_steps=p["train.warmup_steps"],
+        lr_schedule=p["train.lr_schedule"], lr_decay_fraction=p["train.lr_decay_fraction"],
         grad_clip=p["train.grad_clip"], ema_decay=p["train.ema_decay"], t_sampling=p["train.t_sampling"],
         cos_weight=p["train.cos_weight"], latent_multiplier=p["train.latent_multiplier"],
         use_flip=p["train.use_flip"], checkpoint_every=p["train.checkpoint_every"], val_every=p["train.val_every"],
