@@ -24,7 +24,8 @@ def ws(tmp_path_factory):
     params = write_params(root / "params.yaml", {
         "data": {"dir": str(data), "image_size": 64}, "tokenizer": {"checkpoint": str(ckpt)},
         "extract": {"batch_size": 4, "plot_per_user": 1}, "model": TINY_MODEL,
-        "train": {"max_steps": 6, "batch_size": 3, "checkpoint_every": 3, "val_every": 3, "warmup_steps": 0},
+        "train": {"max_steps": 6, "batch_size": 3, "checkpoint_every": 3, "val_every": 3, "warmup_steps": 0,
+                  "compile": False},
         "sample": {"images_per_user": 3, "steps": 2, "batch_size": 2, "plot_per_user": 1}})
     lat = root / "data/latents"
     extract.main(str(params), split_path=str(root / "data/split.json"), out_dir=str(lat),
