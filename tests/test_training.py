@@ -204,3 +204,14 @@ def test_decaying_schedule_ends_low_and_a_longer_run_starts_fresh(tmp_path, caps
     run_train(root, max_steps=12, warmup_steps=2, lr_schedule="cosine")
     out = capsys.readouterr().out
     assert "starting fresh" in out and "schedule_steps" in out
+
+
+def test_resume_from_a_validation_step_keeps_rows_at_their_optimizer_step(tmp_path):
+    # 5 batches an epoch, so step 6 is mid-epoch; its checkpoint is written where validation also runs.
+    # Lightning's own logging step ran one ahead after such a resume (rows 8..13 for steps 7..12).
+    root = make_latents(tmp_path, n_train=30)
+    run_train(root, max_steps=6, checkpoint_every=3, log_every=1)
+    run_train(root, max_steps=12, checkpoint_every=3, log_every=1)
+    assert steps_logged(root) == list(range(1, 13))
+    val = (root / "metrics/plots/metrics/val/loss.tsv").read_text().splitlines()[1:]
+    assert [int(r.split("\t")[0]) for r in val] == [6, 12]

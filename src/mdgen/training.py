@@ -304,15 +304,22 @@ def _dvclive_logger(**kwargs):
     from lightning.pytorch.utilities import rank_zero_only
 
     class StepLogger(DVCLiveLogger):
-        """Logs at the number of optimizer steps done (1-based).
+        """Logs at the number of optimizer steps done (`trainer.global_step`, 1-based), as in last.ckpt.
 
-        DVCLive's logger treats step 0 as "no step" and bumps it to 1, so the first two rows
-        collide; shifting by one gives distinct steps that match `global_step` in last.ckpt.
+        Lightning's own step is 0-based (DVCLive treats 0 as "no step", so the first two rows would
+        collide), and after a resume from a checkpoint written at a validation step it runs one
+        ahead of the optimizer steps, which shifted every later row. `train` sets `trainer`.
         """
+
+        trainer: L.Trainer | None = None
 
         @rank_zero_only
         def log_metrics(self, metrics, step=None, sync=False):
-            super().log_metrics(metrics, None if step is None else step + 1, sync)
+            if self.trainer is not None:
+                step = self.trainer.global_step
+            elif step is not None:
+                step += 1
+            super().log_metrics(metrics, step, sync)
 
     return StepLogger(**kwargs)
 
@@ -566,6 +573,7 @@ def train(*, train_path: str | Path, val_path: str | Path, stats_path: str | Pat
         log_every_n_steps=log_every, enable_progress_bar=progress, enable_model_summary=False,
         num_sanity_val_steps=0,
     )
+    logger.trainer = trainer
     trainer.fit(module, train_dl, val_dl, ckpt_path=ckpt_path)
     if trainer.global_step % val_every:  # the loop validated last before the final steps
         trainer.validate(module, val_dl, verbose=False)
