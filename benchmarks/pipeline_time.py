@@ -13,8 +13,8 @@ second timing on the same machine would leave the compile out; each run here get
 """
 import argparse
 import json
-import re
 import os
+import re
 import subprocess
 import sys
 import tempfile

@@ -24,7 +24,7 @@ from PIL import Image
 
 from mdgen import params
 from mdgen.classifier import features, load_classifier, load_images, predict
-from mdgen.evaluation import frechet_distance
+from mdgen.evaluation import fid_floor, frechet_distance
 from mdgen.generation import SpectrogramGenerator
 from mdgen.stages.extract import files_and_labels, read_split
 from mdgen.stages.sample import KEYS as SAMPLE_KEYS, sample_kwargs
@@ -74,10 +74,7 @@ def main() -> None:
         f_gen = features(judge, images)
         acc = float((predict(judge, images).argmax(1) == np.asarray(labels)).mean())
         fid = frechet_distance(f_gen, f_val)
-        # the floor as `evaluate` draws it: as many train images as generated ones, chosen by the seed
-        rng = np.random.default_rng(p["seed"])
-        floor = frechet_distance(f_train[np.sort(rng.choice(len(f_train), min(len(f_train), len(f_gen)),
-                                                            replace=False))], f_val)
+        floor = fid_floor(f_train, f_val, len(f_gen), p["seed"])  # as `evaluate` draws it
         print(f"{args.tag} sample {json.dumps(setting)}: accuracy {acc:.3f}, FID {fid:.2f} "
               f"(floor {floor:.2f}, {fid / floor:.1f}x), {time.perf_counter() - t0:.0f} s", flush=True)
 

@@ -53,6 +53,16 @@ def frechet_distance(feats_a: np.ndarray, feats_b: np.ndarray) -> float:
     return float(max(mu @ mu + np.trace(sa) + np.trace(sb) - 2 * cross, 0.0))
 
 
+def fid_floor(train_feats: np.ndarray, val_feats: np.ndarray, n: int, seed: int) -> float:
+    """FID of real train vs real val with `n` train samples drawn by `seed`: the floor for `n` generated ones.
+
+    FID is biased by the sample count, so the floor takes as many train samples as there are generated.
+    """
+    rng = np.random.default_rng(seed)
+    idx = np.sort(rng.choice(len(train_feats), min(len(train_feats), n), replace=False))
+    return frechet_distance(train_feats[idx], val_feats)
+
+
 def _mmd2_unbiased(x: np.ndarray, y: np.ndarray, degree: int) -> float:
     d = x.shape[1]
     kxx = (x @ x.T / d + 1) ** degree

@@ -111,7 +111,8 @@ class FlowModule(L.LightningModule):
 
     def __init__(self, model_name: str, model_kwargs: dict, *, lr: float = 1e-4, weight_decay: float = 0.0,
                  betas: tuple[float, float] = (0.9, 0.95), warmup_steps: int = 0, lr_schedule: str = "constant",
-                 lr_decay_fraction: float = 0.2, ema_decay: float = 0.9999, t_sampling: str = "logit_normal", t_mean: float = 0.0, t_std: float = 1.0, cos_weight: float = 1.0,
+                 lr_decay_fraction: float = 0.2, ema_decay: float = 0.9999, t_sampling: str = "logit_normal",
+                 t_mean: float = 0.0, t_std: float = 1.0, cos_weight: float = 1.0,
                  val_t: tuple[float, ...] = (0.1, 0.3, 0.5, 0.7, 0.9),
                  compile: bool = False, seed: int = 0, check_finite_every: int = 1):
         super().__init__()
@@ -225,9 +226,8 @@ class FlowModule(L.LightningModule):
         opt = self.make_optimizer()
         if not hp.warmup_steps and hp.lr_schedule == "constant":
             return opt
-        total = self.trainer.max_steps if self._trainer else 0
         sched = torch.optim.lr_scheduler.LambdaLR(opt, functools.partial(
-            lr_factor, warmup_steps=hp.warmup_steps, max_steps=total, schedule=hp.lr_schedule,
+            lr_factor, warmup_steps=hp.warmup_steps, max_steps=self.trainer.max_steps, schedule=hp.lr_schedule,
             decay_fraction=hp.lr_decay_fraction))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
@@ -308,18 +308,14 @@ def _dvclive_logger(**kwargs):
 
         Lightning's own step is 0-based (DVCLive treats 0 as "no step", so the first two rows would
         collide), and after a resume from a checkpoint written at a validation step it runs one
-        ahead of the optimizer steps, which shifted every later row. `train` sets `trainer`.
+        ahead of the optimizer steps, which shifted every later row. `train` sets `trainer` before fitting.
         """
 
-        trainer: L.Trainer | None = None
+        trainer: L.Trainer
 
         @rank_zero_only
         def log_metrics(self, metrics, step=None, sync=False):
-            if self.trainer is not None:
-                step = self.trainer.global_step
-            elif step is not None:
-                step += 1
-            super().log_metrics(metrics, step, sync)
+            super().log_metrics(metrics, self.trainer.global_step, sync)
 
     return StepLogger(**kwargs)
 
@@ -479,16 +475,11 @@ def file_sha256(path: str | Path) -> str:
     return h.hexdigest()
 
 
-# what must match for `resume: auto` to continue a checkpoint (the schedule length may grow)
-RESUME_KEYS = ("model_name", "model_kwargs", "batch_size", "lr", "weight_decay", "betas", "warmup_steps",
-               "grad_clip", "ema_decay", "t_sampling", "t_mean", "t_std", "cos_weight", "latent_multiplier",
-               "use_flip", "seed", "precision")
-
-
 def train(*, train_path: str | Path, val_path: str | Path, stats_path: str | Path, out_dir: str | Path,
           metrics_dir: str | Path, model_name: str, model_kwargs: dict, max_steps: int, batch_size: int,
           lr: float, weight_decay: float = 0.0, betas: tuple[float, float] = (0.9, 0.95), warmup_steps: int = 0,
-          lr_schedule: str = "constant", lr_decay_fraction: float = 0.2, grad_clip: float | None = None, ema_decay: float = 0.9999, t_sampling: str = "logit_normal",
+          lr_schedule: str = "constant", lr_decay_fraction: float = 0.2, grad_clip: float | None = None,
+          ema_decay: float = 0.9999, t_sampling: str = "logit_normal",
           t_mean: float = 0.0, t_std: float = 1.0, cos_weight: float = 1.0, latent_multiplier: float = 1.0,
           use_flip: bool = True, checkpoint_every: int = 100, val_every: int = 100, resume: str = "auto",
           accelerator: str = "auto", devices: int | str = 1, num_nodes: int = 1, strategy: str = "auto",
@@ -512,6 +503,7 @@ def train(*, train_path: str | Path, val_path: str | Path, stats_path: str | Pat
     model_kwargs = {**model_kwargs, "num_classes": len(train_ds.users), "in_channels": c, "input_size": h}
     precision = auto_precision(precision, accelerator)
 
+    # what must match for `resume: auto` to continue a checkpoint (a constant-lr run's length may grow)
     run_config = {
         "model_name": model_name, "model_kwargs": model_kwargs, "batch_size": batch_size, "lr": lr,
         "weight_decay": weight_decay, "betas": list(betas), "warmup_steps": warmup_steps, "grad_clip": grad_clip,

@@ -19,8 +19,8 @@ import numpy as np
 from mdgen import params
 from mdgen.classifier import features, load_classifier, load_images, predict
 from mdgen.evaluation import (GAIT_KEYS, augmentation_gain, compare_gait, confusion_matrix, density_coverage,
-                              frechet_distance, gait_measures, kernel_inception_distance, memorisation_share,
-                              per_class_accuracy, precision_recall)
+                              fid_floor, frechet_distance, gait_measures, kernel_inception_distance,
+                              memorisation_share, per_class_accuracy, precision_recall)
 from mdgen.io import list_images, list_users, write_json
 from mdgen.plots import confusion_heatmap, errorbar_panels, grouped_bars, image_grid
 from mdgen.simulate import RadarConfig, image_time_axis, image_velocity_axis
@@ -138,15 +138,12 @@ def main(params_path: str = "params.yaml", split_path: str = "data/split.json",
 
     # ---- distribution in classifier features ------------------------------------------
     f_train, f_val, f_gen = features(model, x_train), features(model, x_val), features(model, x_gen)
-    rng = np.random.default_rng(p["seed"])
-    # the floor takes as many train samples as there are generated ones: FID is biased by N
-    f_floor = f_train[np.sort(rng.choice(len(f_train), min(len(f_train), len(f_gen)), replace=False))]
     kid_kw = dict(subsets=p["evaluate.kid_subsets"], subset_size=p["evaluate.kid_subset_size"], seed=p["seed"])
     kid = kernel_inception_distance(f_gen, f_val, **kid_kw)
     kid_floor = kernel_inception_distance(f_train, f_val, **kid_kw)
     distribution = {
         "fid": frechet_distance(f_gen, f_val),
-        "fid_real_floor": frechet_distance(f_floor, f_val),
+        "fid_real_floor": fid_floor(f_train, f_val, len(f_gen), p["seed"]),
         "kid": kid["kid"], "kid_std": kid["kid_std"],
         "kid_real_floor": kid_floor["kid"], "kid_real_floor_std": kid_floor["kid_std"],
         **precision_recall(f_val, f_gen, k=p["evaluate.precision_recall_k"]),
