@@ -8,11 +8,12 @@ accuracy and FID against real val, with the real train-vs-val floor drawn as `ev
     python benchmarks/sweep_dit.py lr2e3 '{"train": {"lr": 0.002, "max_steps": 2400}, "samples": [{"cfg_scale": 1.5}]}'
     python benchmarks/sweep_dit.py old '{"ema": "models/dit/ema.safetensors", "samples": [{}, {"cfg_scale": 3}]}'
 
-"train" overrides keyword arguments of `mdgen.training.train` (defaults: from params.yaml, as the stage);
+"train" overrides fields of `mdgen.training.TrainConfig` (defaults: from params.yaml, as the stage);
 each sample setting overrides those of `SpectrogramGenerator.images`. THREADS sets torch's threads
 (two sweeps side by side on a 2-core machine: THREADS=1 each). Outputs go to sweeps/<tag>/.
 """
 import argparse
+import dataclasses
 import json
 import os
 import tempfile
@@ -28,8 +29,7 @@ from mdgen.evaluation import fid_floor, frechet_distance
 from mdgen.generation import SpectrogramGenerator
 from mdgen.stages.extract import files_and_labels, read_split
 from mdgen.stages.sample import KEYS as SAMPLE_KEYS, sample_kwargs
-from mdgen.stages.train import KEYS as TRAIN_KEYS, train_kwargs
-from mdgen.training import train
+from mdgen.training import TrainConfig, train
 
 
 def main() -> None:
@@ -41,15 +41,15 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(int(os.environ.get("THREADS", torch.get_num_threads())))
     spec = json.loads(args.spec)
-    p = params.read(sorted(set(TRAIN_KEYS + SAMPLE_KEYS)), args.params)
+    p = params.load_params(args.params)
     out = f"sweeps/{args.tag}"
     if "train" in spec:
         # resume: a sweep continued to more steps reuses its own last.ckpt
-        kw = {**train_kwargs(p, "data/latents", f"{out}/dit", f"{out}/metrics"), "progress": False, "resume": "auto"}
-        kw["model_kwargs"].update(spec["train"].pop("model_kwargs", {}))
-        kw.update(spec["train"])
+        config = dataclasses.replace(TrainConfig.from_params(p), resume="auto", **spec["train"])
         t0 = time.perf_counter()
-        m = train(**kw)
+        m = train(config, train_path="data/latents/train.safetensors", val_path="data/latents/val.safetensors",
+                  stats_path="data/latents/latents_stats.pt", out_dir=f"{out}/dit", metrics_dir=f"{out}/metrics",
+                  progress=False)
         print(args.tag, "train", json.dumps({**m, "wall_s": round(time.perf_counter() - t0, 1)}), flush=True)
     gen = SpectrogramGenerator.load(spec.get("ema", f"{out}/dit/ema.safetensors"), "data/latents/latents_stats.pt",
                                     p["tokenizer.checkpoint"], device="cpu")

@@ -4,10 +4,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from mdgen import generation, latents, training
-from mdgen.generation import sample_autocast
-from mdgen.latents import autocast_dtype, cpu_has_native_bf16
-from mdgen.training import auto_precision
+from mdgen import accel
+from mdgen.accel import autocast_dtype, cpu_has_native_bf16, lightning_precision
 
 
 def test_native_bf16_detection_follows_cpuinfo():
@@ -19,23 +17,21 @@ def test_native_bf16_detection_follows_cpuinfo():
 
 
 @pytest.mark.parametrize("native", [True, False])
-def test_auto_precision_on_cpu(monkeypatch, native):
-    monkeypatch.setattr(training, "cpu_has_native_bf16", lambda: native)
+def test_training_precision_on_cpu(monkeypatch, native):
+    monkeypatch.setattr(accel, "cpu_has_native_bf16", lambda: native)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    assert auto_precision("auto", "cpu") == ("bf16-mixed" if native else "32-true")
-    assert auto_precision("auto", "auto") == ("bf16-mixed" if native else "32-true")
-    assert auto_precision("auto", "gpu") == "bf16-mixed"
-    assert auto_precision("32-true", "cpu") == "32-true"  # an explicit choice is kept
+    assert lightning_precision("auto", "cpu") == ("bf16-mixed" if native else "32-true")
+    assert lightning_precision("auto", "auto") == ("bf16-mixed" if native else "32-true")
+    assert lightning_precision("auto", "gpu") == "bf16-mixed"
+    assert lightning_precision("32-true", "cpu") == "32-true"  # an explicit choice is kept
 
 
 @pytest.mark.parametrize("native", [True, False])
-def test_sample_precision(monkeypatch, native):
-    monkeypatch.setattr(generation, "cpu_has_native_bf16", lambda: native)
+def test_inference_precision(monkeypatch, native):
+    monkeypatch.setattr(accel, "cpu_has_native_bf16", lambda: native)
     cpu = torch.device("cpu")
-    assert sample_autocast(cpu, "auto") == (torch.bfloat16 if native else None)
-    assert sample_autocast(cpu, "fp32") is None and sample_autocast(cpu, "bf16") == torch.bfloat16
-    assert sample_autocast(torch.device("cuda"), "auto") == torch.bfloat16
-    with pytest.raises(ValueError, match="sample.precision = 'half'"):
-        sample_autocast(cpu, "half")
-    # extract's latents stay fp32 on every CPU
-    assert autocast_dtype(cpu) is None and latents.autocast_dtype(torch.device("cuda")) == torch.bfloat16
+    assert autocast_dtype(cpu, "auto") == (torch.bfloat16 if native else None)
+    assert autocast_dtype(cpu, "fp32") is None and autocast_dtype(cpu, "bf16") == torch.bfloat16
+    assert autocast_dtype(torch.device("cuda"), "auto") == torch.bfloat16
+    with pytest.raises(ValueError, match="precision 'half': expected one of auto, fp32, bf16"):
+        autocast_dtype(cpu, "half")

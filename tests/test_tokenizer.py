@@ -15,7 +15,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from mdgen.images import to_uint8
-from mdgen.tokenizer import AutoencoderKL, infer_config, load_tokenizer, save_tokenizer, tokenizer_sha256
+from mdgen.io import file_sha256
+from mdgen.tokenizer import AutoencoderKL, infer_config, load_tokenizer, save_tokenizer
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 PARITY = json.loads((FIXTURES / "vavae_tiny_parity.json").read_text())
@@ -282,11 +283,11 @@ def test_unreadable_and_unknown_files(tmp_path):
         load_tokenizer(broken)
 
 
-def test_tokenizer_sha256_streams(tmp_path):
+def test_file_sha256_streams(tmp_path):
     path = tmp_path / "blob.bin"
     data = np.random.default_rng(0).bytes(3 * 1024 + 17)
     path.write_bytes(data)
-    assert tokenizer_sha256(path, chunk_bytes=1024) == hashlib.sha256(data).hexdigest()
+    assert file_sha256(path, chunk_bytes=1024) == hashlib.sha256(data).hexdigest()
 
 
 # ---------------------------------------------------------------------------- benchmark

@@ -1,4 +1,5 @@
 """Training: data checks, resume, EMA export, DDP on CPU."""
+import dataclasses
 import json
 import os
 import signal
@@ -11,8 +12,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from mdgen import params
+from mdgen.checkpoints import load_ema
 from mdgen.latents import compute_stats, save_latents, save_stats
-from mdgen.training import load_ema, train
+from mdgen.training import TrainConfig, train
+
+REPO = Path(__file__).resolve().parents[1]
 
 TINY = dict(hidden_size=32, depth=2, num_heads=2)
 USERS = ["ID_1", "ID_2", "ID_3"]
@@ -32,12 +37,41 @@ def make_latents(root: Path, users=USERS, n_train=24, n_val=6, shape=(8, 4, 4), 
     return root
 
 
-def run_train(root: Path, **kw):
-    args = dict(train_path=root / "train.safetensors", val_path=root / "val.safetensors",
-                stats_path=root / "latents_stats.pt", out_dir=root / "dit", metrics_dir=root / "metrics",
-                model_name="LightningDiT-Tiny/1", model_kwargs=TINY, max_steps=12, batch_size=6, lr=1e-3,
-                checkpoint_every=4, val_every=6, accelerator="cpu", progress=False, deterministic=True)
-    return train(**{**args, **kw})
+def tiny_config(**kw) -> TrainConfig:
+    """params.yaml's training config, shrunk: a tiny DiT, 12 constant-lr steps, eager, on the CPU."""
+    base = TrainConfig.from_params(params.load_params(REPO / "params.yaml"))
+    tiny = dict(model_name="LightningDiT-Tiny/1", model_overrides=TINY, max_steps=12, batch_size=6, lr=1e-3,
+                warmup_steps=0, lr_schedule="constant", grad_clip=None, checkpoint_every=4, val_every=6,
+                accelerator="cpu", compile=False, deterministic=True)
+    return dataclasses.replace(base, **{**tiny, **kw})
+
+
+def run_train(root: Path, train_path=None, val_path=None, callbacks=None, **kw):
+    return train(tiny_config(**kw), train_path=train_path or root / "train.safetensors",
+                 val_path=val_path or root / "val.safetensors", stats_path=root / "latents_stats.pt",
+                 out_dir=root / "dit", metrics_dir=root / "metrics", progress=False, callbacks=callbacks)
+
+
+def test_train_config_is_params_yaml_train_section():
+    # every train.* key is a field of the same name, and every field without a default comes from params.yaml
+    required = {f.name for f in dataclasses.fields(TrainConfig) if f.default is dataclasses.MISSING
+                and f.default_factory is dataclasses.MISSING}
+    train_keys = {k.split(".", 1)[1] for k in params.section_keys("train")}
+    assert required == train_keys | {"model_name", "class_dropout_prob", "use_qknorm", "seed"}
+    flat = params.load_params(REPO / "params.yaml")
+    config = TrainConfig.from_params(flat)
+    assert config.lr == flat["train.lr"] and config.model_name == flat["model.name"] and config.seed == flat["seed"]
+    with pytest.raises(TypeError, match="unexpected keyword argument 'lr_decay'"):
+        TrainConfig.from_params({**flat, "train.lr_decay": 0.1})
+
+
+def test_resume_ignores_run_only_settings(tmp_path, capsys):
+    root = make_latents(tmp_path)
+    run_train(root, max_steps=4, checkpoint_every=2)
+    m = run_train(root, max_steps=6, checkpoint_every=3, val_every=3, log_every=1)  # constant lr: may grow
+    assert "resuming from" in capsys.readouterr().out and m["step"] == 6
+    ckpt = torch.load(root / "dit/last.ckpt", map_location="cpu", weights_only=True)
+    assert ckpt["mdgen"]["config"]["max_steps"] == 6 and ckpt["mdgen"]["users"] == USERS
 
 
 def steps_logged(root: Path) -> list[int]:
@@ -114,17 +148,15 @@ def test_non_finite_loss_stops_naming_the_step(tmp_path):
 
 DDP_SCRIPT = textwrap.dedent("""
     import sys, torch, lightning as L
-    from mdgen.training import train
+    from pathlib import Path
+    sys.path.insert(0, sys.argv[2])
+    from tests.test_training import run_train
     class Checksum(L.Callback):
         def on_train_end(self, trainer, module):
             w = torch.cat([p.detach().flatten() for p in module.model.parameters()])
             open(f"{sys.argv[1]}/rank{trainer.global_rank}.txt", "w").write(repr(w.double().sum().item()))
-    train(train_path=f"{sys.argv[1]}/train.safetensors", val_path=f"{sys.argv[1]}/val.safetensors",
-          stats_path=f"{sys.argv[1]}/latents_stats.pt", out_dir=f"{sys.argv[1]}/dit",
-          metrics_dir=f"{sys.argv[1]}/metrics", model_name="LightningDiT-Tiny/1",
-          model_kwargs=dict(hidden_size=32, depth=2, num_heads=2), max_steps=4, batch_size=4, lr=1e-3,
-          checkpoint_every=2, val_every=2, accelerator="cpu", devices=2, strategy="ddp", progress=False,
-          callbacks=[Checksum()])
+    run_train(Path(sys.argv[1]), max_steps=4, batch_size=4, checkpoint_every=2, val_every=2, devices=2,
+              strategy="ddp", deterministic=False, callbacks=[Checksum()])
 """)
 
 
@@ -133,7 +165,7 @@ def test_ddp_two_cpu_processes_agree(tmp_path):
     root = make_latents(tmp_path)
     script = tmp_path / "ddp_train.py"
     script.write_text(DDP_SCRIPT)
-    p = subprocess.run([sys.executable, str(script), str(root)], capture_output=True, text=True, timeout=300,
+    p = subprocess.run([sys.executable, str(script), str(root), str(REPO)], capture_output=True, text=True, timeout=300,
                        env={**os.environ, "PL_DISABLE_FORK": "1"})
     assert p.returncode == 0, p.stderr[-3000:]
     sums = [(root / f"rank{r}.txt").read_text() for r in (0, 1)]
@@ -177,7 +209,7 @@ def test_resuming_a_finished_run_trains_nothing_but_reports_val_loss(tmp_path):
 
 
 def test_lr_schedules_warm_up_hold_and_decay():
-    from mdgen.training import lr_factor
+    from mdgen.schedules import lr_factor
     f = lambda s, sched, **kw: lr_factor(s, warmup_steps=10, max_steps=110, schedule=sched, **kw)  # noqa: E731
     assert [f(s, "constant") for s in (0, 9, 10, 109)] == [0.1, 1.0, 1.0, 1.0]
     cos = [f(s, "cosine") for s in range(10, 110)]
@@ -192,7 +224,7 @@ def test_lr_schedules_warm_up_hold_and_decay():
 
 
 def test_decaying_schedule_ends_low_and_a_longer_run_starts_fresh(tmp_path, capsys):
-    from mdgen.training import lr_factor
+    from mdgen.schedules import lr_factor
     root = make_latents(tmp_path)
     run_train(root, max_steps=8, warmup_steps=2, lr_schedule="cosine")
     ckpt = torch.load(root / "dit/last.ckpt", map_location="cpu", weights_only=True)
@@ -203,7 +235,7 @@ def test_decaying_schedule_ends_low_and_a_longer_run_starts_fresh(tmp_path, caps
     # a cosine fixed to 8 steps cannot be continued to 12 with the same meaning
     run_train(root, max_steps=12, warmup_steps=2, lr_schedule="cosine")
     out = capsys.readouterr().out
-    assert "starting fresh" in out and "schedule_steps" in out
+    assert "starting fresh" in out and "max_steps" in out
 
 
 def test_resume_from_a_validation_step_keeps_rows_at_their_optimizer_step(tmp_path):

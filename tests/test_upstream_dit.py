@@ -7,9 +7,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from mdgen.checkpoints import export_upstream, init_weights_from, load_ema, read_dit_state
 from mdgen.dit import build_dit
-from mdgen.training import FlowModule, export_upstream, init_weights_from, load_ema, read_dit_state
-from tests.test_training import TINY, make_latents, run_train
+from mdgen.training import FlowModule
+from tests.test_training import TINY, make_latents, run_train, tiny_config
 
 IMAGENET = dict(TINY, num_classes=1000, in_channels=8, input_size=4)
 
@@ -120,15 +121,20 @@ def test_export_refuses_a_file_that_is_not_a_training_checkpoint(tmp_path):
     assert not (tmp_path / "out.pt").exists()
 
 
+def tiny_module() -> FlowModule:
+    return FlowModule(build_dit("LightningDiT-Tiny/1", **dict(IMAGENET, num_classes=3)), tiny_config(batch_size=2))
+
+
 def test_compile_failure_falls_back_to_eager(tmp_path, capsys):
     def broken_backend(gm, example_inputs):
         raise RuntimeError("no compiler here")
 
-    module = FlowModule("LightningDiT-Tiny/1", dict(IMAGENET, num_classes=3))
+    module = tiny_module()
     module.model._compiled_call_impl = torch.compile(module.model._call_impl, backend=broken_backend)
     before = torch.random.get_rng_state()
-    assert module.compiled and module.compile_or_fallback() is False
-    assert not module.compiled and "training eager instead" in capsys.readouterr().out
+    assert module.compiled
+    module.on_fit_start()
+    assert not module.compiled and "running eager instead" in capsys.readouterr().out
     assert torch.equal(torch.random.get_rng_state(), before)  # the probe leaves the seeded stream alone
     assert all(p.grad is None for p in module.model.parameters())
     x, y = torch.randn(2, 8, 4, 4), torch.tensor([0, 1])
@@ -136,9 +142,10 @@ def test_compile_failure_falls_back_to_eager(tmp_path, capsys):
 
 
 def test_compile_that_works_stays_compiled():
-    module = FlowModule("LightningDiT-Tiny/1", dict(IMAGENET, num_classes=3))
+    module = tiny_module()
     module.model._compiled_call_impl = torch.compile(module.model._call_impl, backend="eager")
-    assert module.compile_or_fallback() is True and module.compiled
+    module.on_fit_start()
+    assert module.compiled
 
 
 def test_train_with_a_failing_compiler_finishes_eager(tmp_path, capsys, monkeypatch):
@@ -151,4 +158,4 @@ def test_train_with_a_failing_compiler_finishes_eager(tmp_path, capsys, monkeypa
         self, "_compiled_call_impl", torch.compile(self._call_impl, backend=broken_backend)))
     root = make_latents(tmp_path)
     m = run_train(root, max_steps=2, compile=True)
-    assert m["step"] == 2 and "training eager instead" in capsys.readouterr().out
+    assert m["step"] == 2 and "running eager instead" in capsys.readouterr().out

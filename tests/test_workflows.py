@@ -421,7 +421,7 @@ def test_killed_training_resumes_under_dvc_repro(work, tmp_path):
     assert dvc_status(work) == {}
     summary = json.loads((work.root / "metrics/train/summary.json").read_text())
     assert summary["step"] == max_steps and "val/loss" in summary
-    from mdgen.training import read_ema_meta
+    from mdgen.checkpoints import read_ema_meta
     assert read_ema_meta(work.root / "models/dit/ema.safetensors")["step"] == max_steps
     header, *rows = [r.split("\t") for r in
                      (work.root / "metrics/train/plots/metrics/train/loss.tsv").read_text().splitlines()]

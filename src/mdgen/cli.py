@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "generate":
             generate(args)
         elif args.command == "export-dit":
-            from mdgen.training import export_upstream
+            from mdgen.checkpoints import export_upstream
             r = export_upstream(args.ckpt, args.out)
             print(f"export-dit: {r['tensors']} tensors per part (step {r['step']}) -> {r['path']}")
         else:

@@ -13,21 +13,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mdgen.accel import autocast_dtype
+from mdgen.checkpoints import load_ema, read_ema_meta
 from mdgen.images import to_uint8
-from mdgen.latents import autocast_dtype, cpu_has_native_bf16, denormalize, load_stats
+from mdgen.io import file_sha256
+from mdgen.latents import denormalize, load_stats
 from mdgen.sampling import sample_latents
 from mdgen.tokenizer import load_tokenizer
-from mdgen.training import file_sha256, load_ema, read_ema_meta
-
-
-def sample_autocast(device: torch.device, precision: str) -> torch.dtype | None:
-    if precision == "fp32":
-        return None
-    if precision == "bf16":
-        return torch.bfloat16
-    if precision != "auto":
-        raise ValueError(f"sample.precision = {precision!r}: expected auto, fp32 or bf16")
-    return autocast_dtype(device, cpu_bf16=cpu_has_native_bf16())
 
 
 def user_index(users: list[str], user: str) -> int:
@@ -76,7 +68,7 @@ class SpectrogramGenerator:
         """
         label = self.label(user)
         gen = torch.Generator().manual_seed(seed * 1_000_003 + label)
-        amp = sample_autocast(self.device, precision)
+        amp = autocast_dtype(self.device, precision)
         t0 = time.perf_counter()
         z = sample_latents(self.model, torch.full((n,), label, dtype=torch.long), steps=steps if method != "dopri5" else None,
                            method=method, cfg_scale=cfg_scale, cfg_interval_start=cfg_interval_start,

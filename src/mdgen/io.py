@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import re
@@ -55,6 +56,15 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         os.replace(target, path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def file_sha256(path: str | Path, chunk_bytes: int = 1 << 24) -> str:
+    """Hex SHA-256 of a file, read in chunks (the released VA-VAE .pt is 2.15 GB)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(chunk_bytes):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def write_json(path: str | Path, obj) -> None:

@@ -6,7 +6,6 @@ records where the latents came from.
 """
 from __future__ import annotations
 
-import functools
 import json
 import time
 from pathlib import Path
@@ -16,52 +15,27 @@ import torch
 from safetensors import safe_open
 from tqdm import tqdm
 
+from mdgen.accel import autocast_dtype
 from mdgen.images import load_image, to_tensor, to_uint8
 from mdgen.io import atomic_path, save_safetensors
 
 FLIPS = {"none": None, "time": 3, "doppler": 2}  # tensor dim flipped: time = width, Doppler = height
 
 
-@functools.cache
-def cpu_has_native_bf16() -> bool:
-    """Whether this CPU computes in bf16 natively (AVX512-BF16 or AMX), as /proc/cpuinfo lists it.
-
-    There, bf16 matmuls run through oneDNN's bf16 kernels: on the 2-core AMD EPYC of our CI, a
-    LightningDiT-Tiny/2 training step at batch 32 took 191 ms in bf16-mixed against 269 ms in fp32,
-    and a guided sampling step 106 against 190 ms (`mdgen bench`). Without those units bf16 is
-    emulated and slower than fp32, so anything but Linux with the flags says no.
-    """
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return " avx512_bf16" in flags or " amx_bf16" in flags
-
-
-def autocast_dtype(device: torch.device, cpu_bf16: bool = False) -> torch.dtype | None:
-    """bf16 autocast on CUDA; on a CPU with native bf16 only when `cpu_bf16`; else plain fp32.
-
-    `extract` keeps fp32 on every CPU (the latents are the dataset); sampling opts in.
-    """
-    if device.type == "cuda" or (cpu_bf16 and device.type == "cpu"):
-        return torch.bfloat16
-    return None
-
-
 @torch.no_grad()
 def encode_files(model, files: list[Path], *, batch_size: int, image_size: int, sample_posterior: bool,
                  flip: str = "none", seed: int = 0, device: str | torch.device = "cpu",
-                 progress: bool = True, desc: str = "extract") -> dict[str, torch.Tensor]:
+                 precision: str = "auto", progress: bool = True, desc: str = "extract") -> dict[str, torch.Tensor]:
     """Encode image files to latents [N,C,h,w] float32 (and their flipped twins).
 
     With `sample_posterior` the latent is mean + std * eps as upstream's `posterior.sample()`,
     but eps comes from a CPU generator seeded with `seed`, so the result is the same on
-    every run and every device.
+    every run and every device. `precision` as `mdgen.accel.autocast_dtype`.
     """
     if flip not in FLIPS:
         raise ValueError(f"extract.flip = {flip!r}: expected one of {', '.join(FLIPS)}")
     device = torch.device(device)
-    amp = autocast_dtype(device)
+    amp = autocast_dtype(device, precision)
     gen = torch.Generator().manual_seed(seed)
     out: dict[str, list[torch.Tensor]] = {"latents": [], "latents_flip": []}
     for start in tqdm(range(0, len(files), batch_size), desc=desc, unit="batch", disable=not progress):
@@ -107,10 +81,10 @@ def read_latents_meta(path: str | Path) -> dict:
 
 @torch.no_grad()
 def reconstruct(model, files: list[Path], *, image_size: int, batch_size: int,
-                device: str | torch.device = "cpu") -> tuple[np.ndarray, np.ndarray, float]:
+                device: str | torch.device = "cpu", precision: str = "auto") -> tuple[np.ndarray, np.ndarray, float]:
     """(originals, reconstructions) as uint8 [N,H,W,3] through the posterior mean, and images/s."""
     device = torch.device(device)
-    amp = autocast_dtype(device)
+    amp = autocast_dtype(device, precision)
     originals, recons = [], []
     t0 = time.perf_counter()
     for start in range(0, len(files), batch_size):

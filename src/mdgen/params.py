@@ -182,6 +182,11 @@ def load_params(path: str | Path = "params.yaml") -> dict[str, Any]:
     return flat
 
 
+def section_keys(section: str) -> list[str]:
+    """Every schema key of one params.yaml section, e.g. all `train.*` keys, in schema order."""
+    return [k for k in SCHEMA if k.startswith(section + ".")]
+
+
 def read(keys: list[str], path: str | Path = "params.yaml") -> dict[str, Any]:
     """The validated values of `keys` (a stage reads only what dvc.yaml lists for it)."""
     flat = load_params(path)

@@ -7,11 +7,10 @@ copying tensors, not by translating names. The defaults are the f16d32 VA-VAE (6
 a 256x256 image becomes a 32x16x16 latent.
 
 Layout: helpers, blocks, Encoder, Decoder, posterior, AutoencoderKL, then checkpoint I/O
-(`load_tokenizer`, `save_tokenizer`, `infer_config`, `tokenizer_sha256`).
+(`load_tokenizer`, `save_tokenizer`, `infer_config`).
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from collections import Counter
@@ -476,12 +475,3 @@ def save_tokenizer(model: AutoencoderKL, path: str | Path, metadata: dict | None
     tensors = {k: v.detach().to("cpu", dtype=dtype if dtype is not None and v.is_floating_point() else v.dtype)
                .contiguous() for k, v in model.state_dict().items()}
     save_safetensors(tensors, path, metadata)
-
-
-def tokenizer_sha256(path: str | Path, chunk_bytes: int = 1 << 24) -> str:
-    """Hex SHA-256 of a checkpoint file, read in chunks (the released .pt is 2.15 GB)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(chunk_bytes):
-            digest.update(chunk)
-    return digest.hexdigest()

@@ -13,11 +13,11 @@ import numpy as np
 import torch
 
 from mdgen import params
-from mdgen.io import write_json
+from mdgen.io import file_sha256, write_json
 from mdgen.latents import encode_files, reconstruct, save_latents
 from mdgen.plots import image_grid
 from mdgen.quality import psnr, ssim
-from mdgen.tokenizer import load_tokenizer, tokenizer_sha256
+from mdgen.tokenizer import load_tokenizer
 
 KEYS = ["seed", "data.image_size", "tokenizer.checkpoint", "extract.batch_size", "extract.flip",
         "extract.sample_posterior", "extract.plot_per_user"]
@@ -51,7 +51,10 @@ def main(params_path: str = "params.yaml", split_path: str = "data/split.json", 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     ckpt = p["tokenizer.checkpoint"]
     model = load_tokenizer(ckpt, device=device)
-    sha = tokenizer_sha256(ckpt)
+    sha = file_sha256(ckpt)
+    # the latents are the dataset: fp32 on every CPU (emulated bf16 is slow, native bf16 would change
+    # them with the machine), bf16 autocast on CUDA
+    precision = "auto" if device.type == "cuda" else "fp32"
     size = p["data.image_size"]
     t0 = time.perf_counter()
     n_images = 0
@@ -60,7 +63,7 @@ def main(params_path: str = "params.yaml", split_path: str = "data/split.json", 
         # a different noise stream per part, fixed by the seed
         tensors = encode_files(model, files, batch_size=p["extract.batch_size"], image_size=size,
                                sample_posterior=p["extract.sample_posterior"], flip=p["extract.flip"],
-                               seed=p["seed"] + i, device=device, desc=f"extract {part}")
+                               seed=p["seed"] + i, device=device, precision=precision, desc=f"extract {part}")
         save_latents(Path(out_dir) / f"{part}.safetensors", tensors, labels, users=manifest["users"],
                      tokenizer_sha256=sha, image_size=size, sample_posterior=p["extract.sample_posterior"],
                      extra={"flip": p["extract.flip"], "seed": str(p["seed"] + i)})
@@ -69,7 +72,8 @@ def main(params_path: str = "params.yaml", split_path: str = "data/split.json", 
 
     val_files, val_labels = files_and_labels(manifest, "val")
     originals, recons, recon_rate = reconstruct(model, val_files, image_size=size,
-                                                batch_size=p["extract.batch_size"], device=device)
+                                                batch_size=p["extract.batch_size"], device=device,
+                                                precision=precision)
     q_psnr, q_ssim = psnr(originals, recons), ssim(originals, recons)
     metrics = {
         "val_psnr_db": float(np.mean(q_psnr)),

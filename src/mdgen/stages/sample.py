@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 
 from mdgen import params
-from mdgen.generation import SpectrogramGenerator, sample_autocast
+from mdgen.accel import autocast_dtype
+from mdgen.generation import SpectrogramGenerator
 from mdgen.images import load_image, save_png
 from mdgen.io import atomic_path, write_json
 from mdgen.plots import image_grid
@@ -49,7 +50,7 @@ def main(params_path: str = "params.yaml", model_dir: str = "models/dit", stats_
     metrics = {"images": total, "images_per_s": total / wall, "latent_images_per_s": total / max(sample_s, 1e-9),
                "decode_images_per_s": total / max(decode_s, 1e-9), "nfe_per_image": nfe(p),
                "device": gen.device.type,
-               "precision": "bf16" if sample_autocast(gen.device, p["sample.precision"]) else "fp32"}
+               "precision": "bf16" if autocast_dtype(gen.device, p["sample.precision"]) else "fp32"}
     write_json(metrics_path, metrics)
     cols = ["real"] * shown + ["generated"] * shown
     image_grid(plot_path, rows, gen.users, cols)
