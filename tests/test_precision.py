@@ -22,7 +22,6 @@ def test_training_precision_on_cpu(monkeypatch, native):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert lightning_precision("auto", "cpu") == ("bf16-mixed" if native else "32-true")
     assert lightning_precision("auto", "auto") == ("bf16-mixed" if native else "32-true")
-    assert lightning_precision("auto", "gpu") == "bf16-mixed"
     assert lightning_precision("32-true", "cpu") == "32-true"  # an explicit choice is kept
 
 
@@ -32,6 +31,26 @@ def test_inference_precision(monkeypatch, native):
     cpu = torch.device("cpu")
     assert autocast_dtype(cpu, "auto") == (torch.bfloat16 if native else None)
     assert autocast_dtype(cpu, "fp32") is None and autocast_dtype(cpu, "bf16") == torch.bfloat16
-    assert autocast_dtype(torch.device("cuda"), "auto") == torch.bfloat16
     with pytest.raises(ValueError, match="precision 'half': expected one of auto, fp32, bf16"):
         autocast_dtype(cpu, "half")
+
+
+# (major, minor) compute capability -> what `auto` picks on that card
+CARDS = {"P100": (6, 0), "V100": (7, 0), "T4": (7, 5), "A100": (8, 0), "L4": (8, 9), "H100": (9, 0)}
+
+
+@pytest.mark.parametrize("card", CARDS)
+def test_auto_precision_follows_the_cards_compute_capability(monkeypatch, card):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: CARDS[card])
+    native = CARDS[card][0] >= 8
+    cuda = torch.device("cuda")
+    # training: Lightning's 16-mixed (fp16 autocast with a gradient scaler) where bf16 would be emulated
+    assert lightning_precision("auto", "auto") == lightning_precision("auto", "gpu") == \
+        ("bf16-mixed" if native else "16-mixed")
+    # sampling and encoding: the same choice as autocast dtypes
+    assert autocast_dtype(cuda, "auto") == (torch.bfloat16 if native else torch.float16)
+    # decoding never in fp16: the VA-VAE decoder's activations can overflow it
+    assert autocast_dtype(cuda, "auto", fp16_safe=False) == (torch.bfloat16 if native else None)
+    assert autocast_dtype(cuda, "fp16", fp16_safe=False) is None
+    assert autocast_dtype(cuda, "fp32") is None  # an explicit choice is kept

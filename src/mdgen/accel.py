@@ -14,7 +14,8 @@ import torch
 
 log = logging.getLogger(__name__)
 
-AUTOCAST_CHOICES = ("auto", "fp32", "bf16")
+AUTOCAST_CHOICES = ("auto", "fp32", "bf16", "fp16")
+AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @functools.cache
@@ -32,29 +33,40 @@ def cpu_has_native_bf16() -> bool:
     return " avx512_bf16" in flags or " amx_bf16" in flags
 
 
-def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype | None:
-    """The autocast dtype for inference on `device`: None (plain fp32) or torch.bfloat16.
+def cuda_has_native_bf16(device: torch.device | int | None = None) -> bool:
+    """bf16 tensor cores arrived with Ampere (compute capability 8.0): A100, RTX 30xx, L4, H100. T4 (7.5),
+    V100 (7.0) and P100 (6.0) emulate bf16, slowly, so mixed precision there means fp16."""
+    return torch.cuda.get_device_capability(device)[0] >= 8
 
-    precision: `fp32`, `bf16`, or `auto` = bf16 on CUDA and on a CPU with native bf16, else fp32.
+
+def autocast_dtype(device: torch.device, precision: str = "auto", *, fp16_safe: bool = True) -> torch.dtype | None:
+    """The autocast dtype for inference on `device`: None (plain fp32), torch.bfloat16 or torch.float16.
+
+    precision: `fp32`, `bf16`, `fp16`, or `auto` = bf16 where the hardware has it natively (a CUDA card
+    of compute capability >= 8.0, a CPU with AVX512-BF16/AMX), fp16 on older CUDA cards, else fp32.
+    `fp16_safe=False` (the tokenizer decoder, whose activations can exceed fp16's 65,504) turns an fp16
+    choice, `auto`'s included, into fp32.
     """
-    if precision == "fp32":
-        return None
-    if precision == "bf16":
-        return torch.bfloat16
-    if precision != "auto":
+    if precision not in AUTOCAST_CHOICES:
         raise ValueError(f"precision {precision!r}: expected one of {', '.join(AUTOCAST_CHOICES)}")
-    if device.type == "cuda" or (device.type == "cpu" and cpu_has_native_bf16()):
-        return torch.bfloat16
-    return None
+    if precision == "auto":
+        if device.type == "cuda":
+            precision = "bf16" if cuda_has_native_bf16(device) else "fp16"
+        else:
+            precision = "bf16" if device.type == "cpu" and cpu_has_native_bf16() else "fp32"
+    if precision == "fp16" and not fp16_safe:
+        return None
+    return AUTOCAST_DTYPES[precision]
 
 
 def lightning_precision(precision: str, accelerator: str) -> str:
-    """Lightning's precision for `train.precision`; `auto`: bf16-mixed on a GPU and on a CPU with
-    native bf16 (see `cpu_has_native_bf16`), else 32-true. Any other value is kept as given."""
+    """Lightning's precision for `train.precision`. `auto`: on a GPU bf16-mixed where the card has native
+    bf16 (compute capability >= 8.0), else 16-mixed (fp16 autocast with loss scaling); on a CPU
+    bf16-mixed with native bf16 (see `cpu_has_native_bf16`), else 32-true. Any other value is kept."""
     if precision != "auto":
         return precision
     if accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available()):
-        return "bf16-mixed"
+        return "bf16-mixed" if cuda_has_native_bf16() else "16-mixed"
     return "bf16-mixed" if accelerator in ("auto", "cpu") and cpu_has_native_bf16() else "32-true"
 
 

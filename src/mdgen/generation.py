@@ -64,11 +64,13 @@ class SpectrogramGenerator:
                seed: int = 0, batch_size: int = 32, precision: str = "auto") -> tuple[np.ndarray, dict]:
         """n uint8 images [n, H, W, 3] of `user`, and timings. The noise depends only on (seed, user).
 
-        precision: `fp32`, `bf16` (autocast), or `auto` = bf16 on a GPU or a CPU with native bf16.
+        precision: as `mdgen.accel.autocast_dtype` (`auto`: bf16 where native, fp16 on older GPUs, else
+        fp32) for the DiT; the tokenizer decodes in it too, except fp16, which its activations can overflow.
         """
         label = self.label(user)
         gen = torch.Generator().manual_seed(seed * 1_000_003 + label)
         amp = autocast_dtype(self.device, precision)
+        decode_amp = autocast_dtype(self.device, precision, fp16_safe=False)
         t0 = time.perf_counter()
         z = sample_latents(self.model, torch.full((n,), label, dtype=torch.long), steps=steps if method != "dopri5" else None,
                            method=method, cfg_scale=cfg_scale, cfg_interval_start=cfg_interval_start,
@@ -78,7 +80,7 @@ class SpectrogramGenerator:
         z = denormalize(z.float(), self.stats, self.latent_multiplier)
         out = []
         for start in range(0, n, batch_size):
-            with torch.autocast(self.device.type, dtype=amp, enabled=amp is not None):
+            with torch.autocast(self.device.type, dtype=decode_amp, enabled=decode_amp is not None):
                 x = self.tokenizer.decode(z[start:start + batch_size])
             out.append(to_uint8(x.float().cpu()))
         t2 = time.perf_counter()
