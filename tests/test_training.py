@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from mdgen import params
 from mdgen.checkpoints import load_ema
@@ -247,3 +248,24 @@ def test_resume_from_a_validation_step_keeps_rows_at_their_optimizer_step(tmp_pa
     assert steps_logged(root) == list(range(1, 13))
     val = (root / "metrics/plots/metrics/val/loss.tsv").read_text().splitlines()[1:]
     assert [int(r.split("\t")[0]) for r in val] == [6, 12]
+
+
+@pytest.mark.slow
+def test_ddp_train_stage_writes_and_reports_once(tmp_path):
+    # `mdgen train` with two gloo processes: Lightning re-runs the command for rank 1, so without the
+    # rank-zero guard both ranks would print the summary and write summary.json at once
+    make_latents(tmp_path / "data/latents")
+    tree = params.read_yaml(REPO / "params.yaml")
+    tree["model"]["name"] = "LightningDiT-Tiny/1"
+    tree["train"].update(max_steps=4, batch_size=4, warmup_steps=0, checkpoint_every=2, val_every=2, compile=False,
+                         accelerator="cpu", devices=2, strategy="ddp")
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(tree))
+    p = subprocess.run([sys.executable, "-m", "mdgen", "train"], cwd=tmp_path, capture_output=True, text=True,
+                       timeout=600, env={**os.environ, "PL_DISABLE_FORK": "1", "PYTHONPATH": str(REPO / "src")})
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert p.stdout.count("train: 4 steps in") == 1 and p.stdout.count("train: starting fresh") == 1, p.stdout
+    summary = json.loads((tmp_path / "metrics/train/summary.json").read_text())
+    assert summary["step"] == 4 and {"val/loss", "val/loss_ema", "train_wall_s"} <= set(summary)
+    assert sorted(f.name for f in (tmp_path / "models/dit").iterdir()) == ["ema.safetensors", "last.ckpt"]
+    tsv = (tmp_path / "metrics/train/plots/metrics/val/loss.tsv").read_text().splitlines()[1:]
+    assert [int(row.split("\t")[0]) for row in tsv] == [2, 4]  # once per validation, not once per rank

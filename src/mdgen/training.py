@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
+from lightning.fabric.utilities.rank_zero import rank_zero_only
 import torch
 from safetensors import safe_open
 from torch.utils.data import DataLoader, Dataset
@@ -33,6 +34,15 @@ from mdgen.latents import load_stats, normalize, read_latents_meta
 from mdgen.schedules import lr_factor
 
 log = logging.getLogger(__name__)
+
+# under DDP every rank runs the `train` stage: only global rank zero prints and writes files
+say = rank_zero_only(print)
+
+
+def is_rank_zero() -> bool:
+    """Whether this process is global rank zero (also before a Trainer exists: Lightning reads the rank
+    that its launcher, torchrun or SLURM put in the environment)."""
+    return rank_zero_only.rank == 0
 
 
 # ----------------------------------------------------------------------------- configuration
@@ -65,7 +75,6 @@ class TrainConfig:
     resume: str
     accelerator: str
     devices: int | str
-    num_nodes: int
     strategy: str
     precision: str
     compile: bool
@@ -98,8 +107,7 @@ class TrainConfig:
 # settings a run may change and still continue a checkpoint: where and how it runs, how often it
 # saves, validates and logs. Everything else changes what is trained (the resolved precision is
 # compared through the run record).
-RUN_ONLY = ("max_steps", "checkpoint_every", "val_every", "resume", "accelerator", "devices", "num_nodes",
-            "strategy", "precision", "compile", "deterministic", "num_workers", "init_from", "log_every")
+RUN_ONLY = ("max_steps", "checkpoint_every", "val_every", "resume", "accelerator", "devices", "strategy", "precision", "compile", "deterministic", "num_workers", "init_from", "log_every")
 
 
 def comparable(record: dict) -> dict:
@@ -327,7 +335,11 @@ def _dvclive_logger(**kwargs):
 def train(config: TrainConfig, *, train_path: str | Path, val_path: str | Path, stats_path: str | Path,
           out_dir: str | Path, metrics_dir: str | Path, progress: bool = True,
           callbacks: list[L.Callback] | None = None) -> dict:
-    """Train (or resume) and write `last.ckpt` and `ema.safetensors` into `out_dir`; returns final metrics."""
+    """Train (or resume) and write `last.ckpt` and `ema.safetensors` into `out_dir`; returns final metrics.
+
+    Under DDP every rank calls this (Lightning's launcher re-runs the command per device) and gets the
+    same metrics back; files are written by global rank zero only (see `is_rank_zero`).
+    """
     c = config
     out_dir, metrics_dir = Path(out_dir), Path(metrics_dir)
     train_ds, val_ds = _datasets(c, train_path, val_path, stats_path)
@@ -356,7 +368,7 @@ def train(config: TrainConfig, *, train_path: str | Path, val_path: str | Path, 
     out_dir.mkdir(parents=True, exist_ok=True)
     logger = _dvclive_logger(dir=str(metrics_dir), dvcyaml=False, save_dvc_exp=False, resume=ckpt_path is not None)
     trainer = L.Trainer(
-        max_steps=c.max_steps, max_epochs=-1, accelerator=c.accelerator, devices=c.devices, num_nodes=c.num_nodes,
+        max_steps=c.max_steps, max_epochs=-1, accelerator=c.accelerator, devices=c.devices,
         strategy=c.strategy, precision=precision, gradient_clip_val=c.grad_clip, deterministic=c.deterministic,
         logger=logger, callbacks=[AtomicLastCheckpoint(last, c.checkpoint_every, record), *(callbacks or [])],
         enable_checkpointing=False, val_check_interval=c.val_every, check_val_every_n_epoch=None,
@@ -408,11 +420,12 @@ def _resume_from(c: TrainConfig, last: Path, record: dict, metrics_dir: Path) ->
         raise ValueError(f"train.resume = {c.resume!r}: expected 'auto' or 'never'")
     ok, why = resume_decision(last, record, c.max_steps, comparable)
     log.info("train.resume=auto: %s", why if ok else f"starting fresh: {why}")
-    print(f"train: {why}" if ok else f"train: starting fresh ({why})")
+    say(f"train: {why}" if ok else f"train: starting fresh ({why})")
     if not ok:
         return None
-    trim_dvclive_history(metrics_dir, int(torch.load(last, map_location="cpu", weights_only=True,
-                                                     mmap=True)["global_step"]))
+    if is_rank_zero():
+        trim_dvclive_history(metrics_dir, int(torch.load(last, map_location="cpu", weights_only=True,
+                                                         mmap=True)["global_step"]))
     return str(last)
 
 
@@ -420,7 +433,7 @@ def _init_from(module: FlowModule, path: str) -> None:
     report = init_weights_from(module.model, path)
     module.ema.load_state_dict(module.model.state_dict())
     skipped = ", ".join(f"{k} ({why})" for k, why in list(report["skipped"].items())[:4])
-    print(f"train: initialised {report['loaded']} tensors ({100 * report['loaded_fraction']:.1f} % of the "
+    say(f"train: initialised {report['loaded']} tensors ({100 * report['loaded_fraction']:.1f} % of the "
           f"parameters) from {path} [{report['source']}]; skipped {len(report['skipped'])}"
           f"{': ' + skipped if skipped else ''}{' ...' if len(report['skipped']) > 4 else ''}; "
           f"{len(report['missing'])} of this model's tensors keep their initialisation")

@@ -5,7 +5,7 @@ import time
 
 from mdgen import params
 from mdgen.io import write_json
-from mdgen.training import TrainConfig, train
+from mdgen.training import TrainConfig, is_rank_zero, train
 
 KEYS = ["seed", "model.name", "model.class_dropout_prob", "model.use_qknorm", *params.section_keys("train")]
 
@@ -17,6 +17,8 @@ def main(params_path: str = "params.yaml", latents_dir: str = "data/latents", ou
     metrics = train(config, train_path=f"{latents_dir}/train.safetensors", val_path=f"{latents_dir}/val.safetensors",
                     stats_path=f"{latents_dir}/latents_stats.pt", out_dir=out_dir, metrics_dir=metrics_dir)
     metrics["train_wall_s"] = round(time.perf_counter() - t0, 1)
+    if not is_rank_zero():  # DDP: every rank runs this stage; one writes and reports
+        return metrics
     write_json(f"{metrics_dir}/summary.json", metrics)
     print(f"train: {metrics['step']} steps in {metrics['train_wall_s']} s, val loss {metrics.get('val/loss', float('nan')):.4f} "
           f"(EMA {metrics.get('val/loss_ema', float('nan')):.4f}) -> {out_dir}")
