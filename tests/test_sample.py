@@ -54,7 +54,7 @@ def test_sample_stage_writes_images_per_user_deterministically(ws):
         assert im.size == (64, 64) and im.mode == "RGB"
         assert files[0].read_bytes() == (root / "samples_b" / user / files[0].name).read_bytes()
     assert m["images"] == 6 and m["images_per_s"] > 0 and m["nfe_per_image"] == 2 * 2
-    from mdgen.latents import cpu_has_native_bf16
+    from mdgen.accel import cpu_has_native_bf16
     assert m["precision"] == ("bf16" if cpu_has_native_bf16() else "fp32")  # sample.precision: auto
     assert (root / "samples_a.png").stat().st_size > 0
 
@@ -83,3 +83,34 @@ def test_stats_mismatch_is_refused(ws, tmp_path):
         sample.main(str(params), model_dir=str(root / "models/dit"), stats_path=str(bad),
                     split_path=str(root / "data/split.json"), out_dir=str(tmp_path / "s"))
     assert not (tmp_path / "s").exists()
+
+
+def test_decoding_with_another_tokenizer_is_an_error_naming_both(ws, tmp_path):
+    from mdgen.generation import SpectrogramGenerator
+    root, _ = ws
+    other = make_tiny_tokenizer(tmp_path / "other.safetensors", seed=1)
+    ema = root / "models/dit/ema.safetensors"
+    with pytest.raises(ValueError, match=r"tokenizer .*other.safetensors is not the one whose latents .*ema.safetensors"):
+        SpectrogramGenerator.load(ema, root / "data/latents/latents_stats.pt", other)
+    gen = SpectrogramGenerator.load(ema, root / "data/latents/latents_stats.pt", other, allow_other_tokenizer=True)
+    assert gen.users == ["ID_1", "ID_2"]
+
+
+@pytest.mark.parametrize("name", ["../../x", "a/b", "..", ".hidden", ""])
+def test_person_names_from_a_model_file_must_be_plain_folder_names(ws, tmp_path, name):
+    import json as _json
+
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    from mdgen.checkpoints import read_ema_meta
+    from mdgen.io import save_safetensors
+    root, _ = ws
+    ema = root / "models/dit/ema.safetensors"
+    with safe_open(str(ema), "pt") as f:
+        meta = dict(f.metadata())
+    meta["users"] = _json.dumps(["ID_1", name])
+    bad = tmp_path / "ema.safetensors"
+    save_safetensors(load_file(str(ema)), bad, meta)
+    with pytest.raises(ValueError, match="is not a plain folder name"):
+        read_ema_meta(bad)

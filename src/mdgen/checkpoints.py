@@ -19,7 +19,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 from mdgen.dit import LightningDiT
-from mdgen.io import atomic_path, load_torch_file, save_safetensors
+from mdgen.io import atomic_path, check_folder_name, load_torch_file, save_safetensors
 
 
 # ----------------------------------------------------------------------------- resume
@@ -70,7 +70,10 @@ def read_ema_meta(path: str | Path) -> dict:
         raw = dict(f.metadata() or {})
     if "model_config" not in raw or "model_name" not in raw:
         raise ValueError(f"{path}: no model_name/model_config metadata (expected ema.safetensors from `mdgen train`)")
-    return {k: json.loads(v) for k, v in raw.items()}
+    meta = {k: json.loads(v) for k, v in raw.items()}
+    for user in meta.get("users", []):  # they become folder names of samples
+        check_folder_name(user, str(path))
+    return meta
 
 
 def load_ema(path: str | Path, device: str | torch.device = "cpu") -> tuple[LightningDiT, dict]:

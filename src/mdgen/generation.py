@@ -45,13 +45,22 @@ class SpectrogramGenerator:
 
     @classmethod
     def load(cls, ema_path: str | Path, stats_path: str | Path, tokenizer_path: str | Path,
-             device: str | torch.device | None = None) -> "SpectrogramGenerator":
+             device: str | torch.device | None = None, allow_other_tokenizer: bool = False) -> "SpectrogramGenerator":
+        """The EMA model, its stats and the tokenizer its latents came from (checked by sha256: latents
+        decoded by another tokenizer are noise, unless `allow_other_tokenizer` says that is intended,
+        e.g. a fine-tuned copy of the same tokenizer)."""
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         model, meta = load_ema(ema_path, device)
         stats = load_stats(stats_path, channels=model.in_channels)
         if meta.get("stats_sha256") and meta["stats_sha256"] != file_sha256(stats_path):
             raise ValueError(f"{stats_path} is not the latent statistics {ema_path} was trained with "
                              "(sha256 differs); re-run `train` or restore the matching stats")
+        trained_with = meta.get("tokenizer_sha256")
+        if trained_with and not allow_other_tokenizer and trained_with != file_sha256(tokenizer_path):
+            raise ValueError(f"tokenizer {tokenizer_path} is not the one whose latents {ema_path} was trained on "
+                             f"(sha256 {file_sha256(tokenizer_path)[:12]}..., the model's latents came from "
+                             f"{trained_with[:12]}...); set tokenizer.checkpoint to that file, or pass "
+                             "--allow-other-tokenizer to `mdgen generate` if decoding with another one is intended")
         tokenizer = load_tokenizer(tokenizer_path, device=device)
         return cls(model, tokenizer, stats, list(meta["users"]), float(meta.get("latent_multiplier", 1.0)), device)
 

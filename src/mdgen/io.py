@@ -36,6 +36,19 @@ def list_users(data_dir: str | Path) -> list[str]:
     return users
 
 
+def check_folder_name(name: str, source: str) -> str:
+    """`name` if it is a plain folder name (one path component, not hidden, no separators), else a ValueError.
+
+    Person names become folders of samples; a name read from a shared model file such as `../../x`
+    must not write outside the output folder.
+    """
+    if (not isinstance(name, str) or not name or name.startswith(".") or "/" in name or "\\" in name
+            or "\0" in name or Path(name).name != name):
+        raise ValueError(f"{source}: person name {name!r} is not a plain folder name "
+                         "(expected e.g. ID_3: no path separators, not empty, not starting with '.')")
+    return name
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds.
