@@ -4,8 +4,10 @@
 #   OUT=/some/dir bash benchmarks/gpu_bench.sh      # on a CUDA machine, from anywhere
 #   BENCH_DRY_RUN=1 bash benchmarks/gpu_bench.sh    # the same plumbing on a CPU in ~2 min (tiny configs)
 #
-# Installs nothing: it needs torch, lightning, safetensors, numpy, pillow, tqdm, which the GPU image
-# has; the package is used from src/ (PYTHONPATH), not installed. Writes under $OUT (default
+# Installs nothing: it needs torch, lightning, pyyaml, safetensors, numpy, pillow, tqdm, which the GPU
+# image has; the package is used from src/ (PYTHONPATH), not installed. The train runs take their
+# optimizer, loss and EMA settings from the repository's params.yaml (`mdgen bench --params`' default:
+# the script runs in the repository root). Writes under $OUT (default
 # benchmarks/results/): gpu_bench.json (every run's full report, in order, plus what was skipped),
 # gpu_bench.log (all output) and summary.txt (the table printed last).
 #

@@ -1,14 +1,28 @@
 """`mdgen bench`: the CPU quick run and its JSON, and that every fast path computes what the plain path does."""
+import dataclasses
 import json
+import logging
 import math
+import re
+from pathlib import Path
 
 import pytest
 import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.utils.flop_counter import FlopCounterMode
 
 from mdgen import bench, cli
-from mdgen.dit import build_dit, flops_per_sample
+from mdgen.bench import cli as bench_cli
+from mdgen.bench import common
+from mdgen.bench import sample as bench_sample
+from mdgen.bench import train as bench_train
+from mdgen.bench.flops import flops_per_sample
+from mdgen.dit import LightningDiT, build_dit
 from mdgen.sampling import sample_latents
 from mdgen.tokenizer import AutoencoderKL
+
+# the train section's TrainConfig comes from a params file: the repository's, passed explicitly
+PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
 
 TOP_KEYS = {"device", "torch", "cuda", "python", "settings", "results"}
 TRAIN_KEYS = {"batch", "compiled", "warmup_s", "step_ms", "step_ms_repeats", "samples_per_s", "fwd_gflops_per_sample",
@@ -20,27 +34,28 @@ SAMPLE_KEYS = {"batch", "steps", "guided_steps", "skip_uncond", "compiled", "cud
 TOKENIZER_KEYS = {"device", "batch", "repeats", "dtype", "compiled", "channels_last", "encode_images_per_s",
                   "decode_images_per_s", "image_size"}
 # one tiny FlowModule for the step-equivalence tests (the quick DiT)
-TINY = dict(bench.QUICK_DIT, num_classes=10)
+TINY = dict(common.QUICK_DIT, num_classes=10)
 
 
 def test_quick_all_runs_on_cpu_and_writes_the_documented_json(tmp_path, capsys):
     out = tmp_path / "x.json"
-    assert cli.main(["bench", "--quick", "--what", "all", "--out", str(out)]) == 0
+    assert cli.main(["bench", "--quick", "--what", "all", "--params", str(PARAMS), "--out", str(out)]) == 0
     report = json.loads(out.read_text())
     assert set(report) == TOP_KEYS
     assert report["device"]["type"] == "cpu" and report["device"]["peak_tflops"] is None
     assert report["torch"] == torch.__version__
     s = report["settings"]
     assert s["quick"] and s["precision"] == "fp32" and not s["compile"] and s["skip_uncond"]
+    assert s["params"] == str(PARAMS)
     train, sample, tok = (report["results"][k] for k in ("train", "sample", "tokenizer"))
     assert set(train) == TRAIN_KEYS and set(sample) == SAMPLE_KEYS and set(tok) == TOKENIZER_KEYS
     # model TFLOP/s is 3 x forward FLOPs x samples/s; no peak on a CPU, so no fraction of it
-    fwd = flops_per_sample(bench._dit_config(s))
+    fwd = flops_per_sample(common.dit_config(s))
     assert train["fwd_gflops_per_sample"] == pytest.approx(fwd / 1e9)
     assert train["tflops"] == pytest.approx(3 * fwd * train["samples_per_s"] / 1e12)
     assert train["mfu"] is None and math.isfinite(train["loss"]) and train["samples_per_s"] > 0
     # the plan: 4 Euler steps on the shifted grid, t >= 0.1 guided
-    assert sample["steps"] == 4 and sample["guided_steps"] == bench.guided_steps(4, 2.0, 0.1, 0.3) == 2
+    assert sample["steps"] == 4 and sample["guided_steps"] == bench_sample.guided_steps(4, 2.0, 0.1, 0.3) == 2
     assert sample["latents_images_per_s"] == sample["latents_images_per_s_skip_uncond"]
     assert sample["images_per_s"] < sample["latents_images_per_s"]
     assert sample["e2e"]["steps"] == 4 and sample["e2e"]["latents_images_per_s"] > 0
@@ -49,7 +64,7 @@ def test_quick_all_runs_on_cpu_and_writes_the_documented_json(tmp_path, capsys):
     assert "samples/s" in table and "img/s latents" in table and "encode" in table
 
 
-def test_compile_failure_falls_back_to_eager_with_a_warning(monkeypatch):
+def test_compile_failure_falls_back_to_eager_with_a_warning(monkeypatch, caplog, capsys):
     class Broken(torch.nn.Module):  # what torch.compile(module) returns: a module, failing on first call
         def forward(self, *a, **k):
             raise RuntimeError("no C++ compiler")
@@ -64,35 +79,77 @@ def test_compile_failure_falls_back_to_eager_with_a_warning(monkeypatch):
 
     # FlowModule, Module.compile (sampling) and the tokenizer benchmark all go through torch.compile
     monkeypatch.setattr(torch, "compile", broken_compile)
-    with pytest.warns(UserWarning, match="torch.compile failed .*no C\\+\\+ compiler"):
-        report = bench.run(["--quick", "--what", "all", "--compile", "--repeats", "1", "--e2e-steps", "1"])
+    with caplog.at_level(logging.WARNING, logger="mdgen.accel"):
+        report = bench.run(["--quick", "--what", "all", "--compile", "--repeats", "1", "--e2e-steps", "1",
+                            "--params", str(PARAMS)])
+    printed = capsys.readouterr().out
     for what in ("train", "sample", "tokenizer"):
         r = report["results"][what]
         assert "error" not in r, r
         assert r["compiled"] is False
+        # the one fallback, mdgen.accel.compiled_or_eager: logs the reason, prints one line
+        assert f"bench {what}: torch.compile failed (RuntimeError: no C++ compiler); running eager instead" in caplog.text
+        assert f"bench {what}: torch.compile failed (RuntimeError); running eager instead" in printed
+
+
+def test_train_section_needs_the_params_file(tmp_path):
+    missing = tmp_path / "nowhere.yaml"
+    with pytest.raises(SystemExit, match=re.escape(f"mdgen bench: {missing} not found")):
+        bench.run(["--quick", "--what", "train", "--params", str(missing)])
+    # the other sections do not read it
+    assert set(bench_cli._sections({"params": str(missing)}, ("sample", "tokenizer"))) == {"sample", "tokenizer"}
+
+
+def test_train_config_is_params_yaml_with_the_flags_over_it():
+    parser = bench_cli.build_parser()
+    cfg = bench_cli.resolve(parser.parse_args(["--quick", "--batch", "3", "--seed", "7"]), torch.device("cpu"), parser)
+    base = bench_train.load_train_config(PARAMS)
+    config = bench_train.bench_config(base, cfg)
+    assert (config.model_name, config.batch_size, config.seed, config.compile, config.precision) == (
+        common.QUICK_MODEL, 3, 7, False, "32-true")
+    # the training settings are params.yaml's
+    unchanged = ("lr", "weight_decay", "beta2", "grad_clip", "ema_decay", "t_sampling", "cos_weight",
+                 "class_dropout_prob", "use_qknorm")
+    assert all(getattr(config, k) == getattr(base, k) for k in unchanged)
+    model = bench_train.build_model(config)
+    assert model.config["class_dropout_prob"] == base.class_dropout_prob
+    assert {k: model.config[k] for k in common.QUICK_DIT} == common.QUICK_DIT
+    assert model.config["num_classes"] == common.NUM_CLASSES
 
 
 def test_cuda_graphs_need_compile():
     with pytest.raises(SystemExit):
-        bench.run(["--quick", "--cuda-graphs", "--no-compile"])
+        bench.run(["--quick", "--cuda-graphs", "--no-compile", "--params", str(PARAMS)])
+
+
+@pytest.mark.parametrize("overrides", [{}, dict(use_swiglu=False, patch_size=2, wo_shift=True)])
+def test_flops_per_sample_counts_every_matmul(overrides):
+    model = LightningDiT(input_size=8, in_channels=4, hidden_size=64, depth=2, num_heads=4, num_classes=3,
+                         **overrides).eval()
+    # the math SDPA backend decomposes into bmm, which the counter sees (CPU's fused kernel it does not)
+    with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(torch.randn(3, 4, 8, 8), torch.rand(3), torch.tensor([0, 1, 2]))
+    assert counter.get_total_flops() == 3 * flops_per_sample(model) == 3 * flops_per_sample(model.config)
 
 
 def test_peak_table():
-    assert bench.device_peaks("NVIDIA H100 80GB HBM3")["bf16"] == 989.4
-    assert bench.device_peaks("NVIDIA H100 PCIe")["bf16"] == 756.5
-    assert bench.device_peaks("NVIDIA H200")["bf16"] == 989.4
-    assert bench.device_peaks("NVIDIA A100-SXM4-80GB")["tf32"] == 156.0
-    assert bench.device_peaks("Tesla T4") is None
-    info = {"peak_tflops": bench.device_peaks("NVIDIA H200")}
-    assert bench.peak_for(info, "fp32", tf32=True) == 494.7 and bench.peak_for(info, "fp32", tf32=False) == 66.9
+    assert common.device_peaks("NVIDIA H100 80GB HBM3")["bf16"] == 989.4
+    assert common.device_peaks("NVIDIA H100 PCIe")["bf16"] == 756.5
+    assert common.device_peaks("NVIDIA H200")["bf16"] == 989.4
+    assert common.device_peaks("NVIDIA A100-SXM4-80GB")["tf32"] == 156.0
+    assert common.device_peaks("Tesla T4") is None
+    info = {"peak_tflops": common.device_peaks("NVIDIA H200")}
+    assert common.peak_for(info, "fp32", tf32=True) == 494.7 and common.peak_for(info, "fp32", tf32=False) == 66.9
 
 
 # ----------------------------------------------------------------------------- same numbers
 
 def _flow_module(compile: bool = False):
     from mdgen.training import FlowModule
+    config = dataclasses.replace(bench_train.load_train_config(PARAMS), model_name="LightningDiT-Tiny/1",
+                                 model_overrides=TINY, lr=1e-3, ema_decay=0.9, compile=compile)
     torch.manual_seed(0)
-    return FlowModule("LightningDiT-Tiny/1", TINY, lr=1e-3, ema_decay=0.9, compile=compile).train()
+    return FlowModule(bench_train.build_model(config), config).train()
 
 
 def _run_steps(module, opt, n=3, **kw):
@@ -101,7 +158,7 @@ def _run_steps(module, opt, n=3, **kw):
     losses = []
     for step in range(n):
         torch.manual_seed(100 + step)  # same t, noise and label dropout in both runs
-        losses.append(bench.train_step(module, opt, (x1, y), **kw).item())
+        losses.append(bench_train.train_step(module, opt, (x1, y), **kw).item())
     return losses
 
 
@@ -116,11 +173,11 @@ def _ema(module):
 def test_fast_train_step_matches_plain_step():
     # plain: math attention, foreach AdamW, per-tensor EMA, loss read every step
     plain = _flow_module()
-    with bench.sdpa_backend("math"):
-        ref = _run_steps(plain, plain.make_optimizer(fused=False), ema="loop", host_sync=True)
+    with common.sdpa_backend("math"):
+        ref = _run_steps(plain, bench_train.make_adamw(plain, fused=False), ema="loop", host_sync=True)
     # fast: PyTorch's attention kernel (flash on CPU), fused AdamW, one lerp for the EMA, no host read
     fast = _flow_module()
-    got = _run_steps(fast, fast.make_optimizer(fused=True), ema="foreach")
+    got = _run_steps(fast, bench_train.make_adamw(fast, fused=True), ema="foreach")
     assert got == pytest.approx(ref, rel=1e-5)
     torch.testing.assert_close(_params(fast), _params(plain), rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(_ema(fast), _ema(plain), rtol=1e-5, atol=1e-6)
@@ -136,7 +193,7 @@ def test_train_step_is_the_lightning_step():
     torch.manual_seed(5)
     ref = module.training_step(batch, 0).item()
     torch.manual_seed(5)
-    assert bench.train_step(module, module.make_optimizer(), batch).item() == ref
+    assert bench_train.train_step(module, bench_train.make_adamw(module, fused=False), batch).item() == ref
 
 
 @pytest.mark.slow  # ~1-2 min: inductor compiles forward and backward with the host C++ compiler
@@ -144,9 +201,10 @@ def test_compiled_train_step_matches_eager(monkeypatch):
     import torch._inductor.config as inductor_config
     monkeypatch.setattr(inductor_config, "fallback_random", True)  # label dropout draws as eager does
     eager = _flow_module()
-    ref = _run_steps(eager, eager.make_optimizer(fused=False), n=2)
+    ref = _run_steps(eager, bench_train.make_adamw(eager, fused=False), n=2)
     compiled = _flow_module(compile=True)
-    got = _run_steps(compiled, compiled.make_optimizer(fused=False), n=2)
+    assert compiled.compiled
+    got = _run_steps(compiled, bench_train.make_adamw(compiled, fused=False), n=2)
     assert got == pytest.approx(ref, rel=1e-4)
     torch.testing.assert_close(_params(compiled), _params(eager), rtol=1e-4, atol=1e-5)
 
@@ -169,15 +227,15 @@ def test_skip_uncond_gives_the_full_cfg_samples_with_fewer_guided_steps():
     full = sample_latents(model, labels, skip_uncond=False, **kw)
     torch.testing.assert_close(skip, full, rtol=1e-5, atol=1e-5)
     assert rows == [6] * 6  # both halves at every step
-    assert 0 < guided_skip == bench.guided_steps(6, 3.0, 0.3, 0.3) < 6
+    assert 0 < guided_skip == bench_sample.guided_steps(6, 3.0, 0.3, 0.3) < 6
 
 
 def test_channels_last_tokenizer_matches_default():
     torch.manual_seed(0)
-    tok = AutoencoderKL(**bench.QUICK_TOKENIZER).eval()
+    tok = AutoencoderKL(**common.QUICK_TOKENIZER).eval()
     z = torch.randn(2, 32, 8, 8, generator=torch.Generator().manual_seed(3))
-    ref = torch.cat(bench._decoder(tok, None, channels_last=False)(z))
-    got = torch.cat(bench._decoder(tok, None, channels_last=True)(z))
+    ref = torch.cat(bench_sample.decoder(tok, None, channels_last=False)(z))
+    got = torch.cat(bench_sample.decoder(tok, None, channels_last=True)(z))
     torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)
     x = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(4)) * 2 - 1
     with torch.no_grad():
@@ -190,7 +248,7 @@ def test_channels_last_tokenizer_matches_default():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_quick_all_on_cuda_with_every_fast_path():
     report = bench.run(["--quick", "--what", "all", "--device", "cuda", "--precision", "bf16", "--compile",
-                        "--cuda-graphs", "--repeats", "1", "--e2e-steps", "2"])
+                        "--cuda-graphs", "--repeats", "1", "--e2e-steps", "2", "--params", str(PARAMS)])
     assert report["device"]["type"] == "cuda"
     for what, r in report["results"].items():
         assert "error" not in r, (what, r)
