@@ -673,7 +673,8 @@ def spectrogram_to_rgb(spec_or_db, dynamic_range_db: float, size: int = 256) -> 
 def png_bytes(rgb: np.ndarray) -> bytes:
     """PNG with fixed options and no metadata, so equal pixels give equal bytes.
 
-    zlib level 1: 8 ms instead of 27 ms at level 6, for files 15 % larger (noise compresses badly).
+    zlib level 1: much faster than level 6 for files a little larger (noise compresses badly; timings in
+    benchmarks/README.md).
     """
     buf = io.BytesIO()
     Image.fromarray(rgb, mode="RGB").save(buf, format="PNG", compress_level=1, optimize=False)
