@@ -36,6 +36,21 @@ from mdgen.io import save_safetensors
 
 
 @dataclass(frozen=True)
+class Recipe:
+    """How `train_classifier` trains, less its length and seed: its keyword arguments (`asdict(recipe)`).
+
+    One recipe serves the judge (the `classifier` stage) and the few-shot classifiers of the
+    augmentation gain (the `evaluate` stage), which train for fewer steps.
+    """
+    image_size: int
+    width: int
+    batch_size: int
+    lr: float
+    weight_decay: float
+    augment: bool
+
+
+@dataclass(frozen=True)
 class ClassifierConfig:
     num_classes: int
     image_size: int = 64          # inputs are resized to image_size x image_size before the stem
@@ -145,6 +160,12 @@ def time_shift(x: torch.Tensor, max_shift: int, generator: torch.Generator) -> t
 # --------------------------------------------------------------------------------------
 # Training and inference
 # --------------------------------------------------------------------------------------
+
+def set_threads(n: int) -> None:
+    """torch intra-op threads for this process (0 keeps torch's default)."""
+    if n > 0:
+        torch.set_num_threads(n)
+
 
 def train_classifier(images: np.ndarray, labels, num_classes: int, *, steps: int, batch_size: int, lr: float,
                      weight_decay: float, image_size: int, width: int, seed: int, augment: bool = True,

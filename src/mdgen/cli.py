@@ -73,27 +73,29 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def generate(args: argparse.Namespace) -> None:
+    from dataclasses import asdict, replace
     from pathlib import Path
 
     from mdgen import params
     from mdgen.generation import SpectrogramGenerator
     from mdgen.images import save_png
-    from mdgen.stages.sample import KEYS, sample_kwargs
+    from mdgen.sampling import SamplingOptions
 
     if args.n < 1:
         raise ValueError(f"--n {args.n}: expected a positive number of images")
-    p = params.read(KEYS, args.params)
-    kw = sample_kwargs(p)
-    kw["cfg_scale"] = kw["cfg_scale"] if args.cfg_scale is None else args.cfg_scale
-    kw["steps"] = kw["steps"] if args.steps is None else args.steps
+    # the `sample` stage's options (same dataclass, same keys), less what the command line overrides
+    p = params.read(["seed", "tokenizer.checkpoint", *params.keys_for(SamplingOptions, "sample")], args.params)
+    options = params.as_dataclass(SamplingOptions, p, "sample")
+    options = replace(options, cfg_scale=options.cfg_scale if args.cfg_scale is None else args.cfg_scale,
+                      steps=options.steps if args.steps is None else args.steps)
     ema = Path(args.model_dir) / "ema.safetensors"
     SpectrogramGenerator.check_user(ema, args.user)
     gen = SpectrogramGenerator.load(ema, args.stats, p["tokenizer.checkpoint"])
-    imgs, _ = gen.images(args.user, args.n, seed=p["seed"] if args.seed is None else args.seed, **kw)
+    imgs, _ = gen.images(args.user, args.n, seed=p["seed"] if args.seed is None else args.seed, **asdict(options))
     out = Path(args.out)
     for k, im in enumerate(imgs):
         save_png(out / f"{args.user}_{k:04d}.png", im)
-    print(f"generate: {len(imgs)} images of {args.user} (cfg {kw['cfg_scale']}, {kw['steps']} steps) -> {out}")
+    print(f"generate: {len(imgs)} images of {args.user} (cfg {options.cfg_scale}, {options.steps} steps) -> {out}")
 
 
 if __name__ == "__main__":

@@ -6,12 +6,16 @@ the key, the value and what was expected -- before any stage writes anything.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar
 
 import yaml
+
+
+T = TypeVar("T")
 
 
 class ParamsError(ValueError):
@@ -186,3 +190,13 @@ def read(keys: list[str], path: str | Path = "params.yaml") -> dict[str, Any]:
     """The validated values of `keys` (a stage reads only what dvc.yaml lists for it)."""
     flat = load_params(path)
     return {k: flat[k] for k in keys}
+
+
+def keys_for(cls: type, section: str) -> list[str]:
+    """The params keys `section.<field>` of a dataclass whose fields are named as the section's keys."""
+    return [f"{section}.{f.name}" for f in dataclasses.fields(cls)]
+
+
+def as_dataclass(cls: type[T], p: dict[str, Any], section: str) -> T:
+    """`cls(field=p['section.field'], ...)`: hands a library the values of one section as plain arguments."""
+    return cls(**{f.name: p[f"{section}.{f.name}"] for f in dataclasses.fields(cls)})
