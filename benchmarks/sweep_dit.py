@@ -27,7 +27,7 @@ from mdgen import params
 from mdgen.classifier import features, load_classifier, load_images, predict
 from mdgen.evaluation import fid_floor, frechet_distance
 from mdgen.generation import SpectrogramGenerator
-from mdgen.stages.extract import files_and_labels, read_split
+from mdgen.split import files_and_labels, read_split
 from mdgen.stages.sample import KEYS as SAMPLE_KEYS, sample_kwargs
 from mdgen.training import TrainConfig, train
 

@@ -1,22 +1,18 @@
+from dataclasses import asdict
+
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from mdgen.classifier import (accuracy, features, load_classifier, load_images, predict, prepare, save_classifier,
-                              time_shift, train_classifier)
+from mdgen.classifier import (Recipe, accuracy, features, load_classifier, predict, prepare, save_classifier,
+                              set_threads, time_shift, train_classifier)
+from mdgen.images import load_images
 
 TINY = dict(steps=40, batch_size=16, lr=3e-3, weight_decay=1e-4, image_size=16, width=4, augment=True)
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """These models are tiny: one thread beats two, and on a busy 2-core box two spinning OpenMP
-    threads are 10-50x slower (measured), so the tests pin one and restore the setting."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models: one thread beats two (conftest)
 
 
 def toy_set(n_per_class: int, seed: int, size: int = 32, classes: int = 3):
@@ -96,3 +92,16 @@ def test_bad_inputs_name_the_problem(toy):
         train_classifier(x, y, 2, seed=0, **TINY)
     with pytest.raises(ValueError, match="images and .* labels"):
         train_classifier(x, y[:-1], 3, seed=0, **TINY)
+
+
+def test_recipe_and_threads_from_params():
+    from mdgen import params
+
+    p = params.load_params()
+    recipe = params.as_dataclass(Recipe, p, "classifier")
+    assert asdict(recipe) == {k: p[f"classifier.{k}"] for k in
+                              ("image_size", "width", "batch_size", "lr", "weight_decay", "augment")}
+    assert params.keys_for(Recipe, "classifier")[0] == "classifier.image_size"
+    n = torch.get_num_threads()
+    set_threads(0)  # 0 keeps torch's setting
+    assert torch.get_num_threads() == n

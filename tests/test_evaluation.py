@@ -3,7 +3,6 @@ import json
 import numpy as np
 import pytest
 import scipy.linalg
-import torch
 from PIL import Image
 
 from mdgen.evaluation import (augmentation_gain, compare_gait, confusion_matrix, density_coverage, fewshot_indices,
@@ -17,14 +16,7 @@ from mdgen.split import make_split
 from tests.conftest import write_params
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """These models are tiny: one thread beats two, and on a busy 2-core box two spinning OpenMP
-    threads are 10-50x slower (measured), so the tests pin one and restore the setting."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models: one thread beats two (conftest)
 
 
 def gauss(n, d=16, shift=0.0, seed=0):
@@ -153,8 +145,7 @@ def test_compare_gait_per_user_and_mae():
 
 
 def test_image_axes_from_users_json_match_the_simulator(tmp_path):
-    from mdgen.simulate import RadarConfig
-    from mdgen.stages.evaluate import image_axes
+    from mdgen.simulate import RadarConfig, image_axes
 
     radar = RadarConfig()
     vel = image_velocity_axis(radar)

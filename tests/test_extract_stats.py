@@ -1,12 +1,14 @@
 """extract and stats stages on a tiny folder with a tiny random tokenizer."""
 import json
 
+import numpy as np
 import pytest
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from mdgen.latents import compute_stats, load_stats
+from mdgen.images import load_images
+from mdgen.latents import compute_stats, image_batches, load_stats
 from mdgen.split import make_split
 from mdgen.stages import extract, stats
 from tests.conftest import make_image_folder, make_tiny_tokenizer, write_params
@@ -119,3 +121,11 @@ def test_missing_split_and_bad_tokenizer_errors(tmp_path):
     with pytest.raises((FileNotFoundError, ValueError), match="nope.safetensors"):
         extract.main(str(params), split_path=str(tmp_path / "split.json"), out_dir=str(tmp_path / "l"))
     assert not (tmp_path / "l").exists()
+
+
+def test_image_batches_in_order(tmp_path):
+    data = make_image_folder(tmp_path / "data", users=1, per_user=5)
+    files = sorted((data / "ID_1").iterdir())
+    batches = list(image_batches(files, 32, 2))
+    assert [len(b) for b in batches] == [2, 2, 1] and batches[0].shape[1:] == (32, 32, 3)
+    assert (torch.from_numpy(np.concatenate(batches)) == torch.from_numpy(load_images(files, 32))).all()

@@ -6,7 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
-from mdgen.images import center_crop_arr, load_image, save_png, to_tensor, to_uint8
+from mdgen.images import center_crop_arr, load_image, load_images, save_png, to_tensor, to_uint8, uint8_to_float
 
 
 def gradient(width: int, height: int) -> np.ndarray:
@@ -122,3 +122,27 @@ def test_save_png_deterministic_and_atomic(tmp_path):
     with pytest.raises(AssertionError):
         save_png(tmp_path / "c.png", rgb.astype(np.float32))
     assert not (tmp_path / "c.png").exists()
+
+
+def test_uint8_to_float_keeps_layout_and_matches_to_tensor():
+    nhwc = torch.arange(256, dtype=torch.uint8).reshape(1, 16, 16, 1).repeat(2, 1, 1, 3)
+    channels_last = nhwc.permute(0, 3, 1, 2)  # an (N, 3, H, W) view of (N, H, W, 3) memory
+    x = uint8_to_float(channels_last)
+    assert x.dtype == torch.float32 and x.shape == (2, 3, 16, 16) and x.stride() == channels_last.stride()
+    assert x.min() == -1.0 and x.max() == 1.0 and x[0, 0, 0, 1] == 1 / 127.5 - 1.0
+    # to_tensor is uint8_to_float of that view: same values, same memory layout
+    y = to_tensor(nhwc.numpy())
+    assert torch.equal(y, x) and y.stride() == x.stride()
+    with pytest.raises(AssertionError, match="uint8"):
+        uint8_to_float(x)
+
+
+def test_load_images_stacks_load_image(tmp_path):
+    files = []
+    for i, size in enumerate((64, 80)):
+        files.append(tmp_path / f"{i}.png")
+        Image.fromarray(gradient(size, 64)).save(files[-1])
+    x = load_images(files, 32)
+    assert x.dtype == np.uint8 and x.shape == (2, 32, 32, 3)
+    np.testing.assert_array_equal(x[1], load_image(files[1], 32))
+    assert load_images([], 32).shape == (0, 32, 32, 3)

@@ -34,6 +34,26 @@ def test_unknown_and_missing_keys(tmp_path):
     p.write_text(text.replace("  gap: 1", ""))
     with pytest.raises(ParamsError, match="missing keys split.gap"):
         params.load_params(p)
+    p.write_text(text + "\nsplits: {gap: 1}\n")
+    with pytest.raises(ParamsError, match=r"params.yaml: unknown section 'splits' \(expected classifier, data, "):
+        params.load_params(p)
+    p.write_text(text.replace("  gap: 1", "  gapp: 1"))  # the known keys of that section are listed
+    with pytest.raises(ParamsError, match=r"unknown key 'split.gapp' \(known keys: split.val_fraction, split.mode, "
+                                          r"split.block_size, split.gap\)"):
+        params.load_params(p)
+
+
+def test_validator_takes_another_schema(tmp_path):
+    schema = {"a.n": params.Int(1), "a.x": params.Float(0.0, optional=True), "b.flag": params.Bool()}
+    f = tmp_path / "other.yaml"
+    f.write_text("a: {n: 2, x: null}\nb: {flag: true}\n")
+    assert params.load_params(f, schema=schema) == {"a.n": 2, "a.x": None, "b.flag": True}
+    f.write_text("a: {n: 0, x: 1}\nb: {flag: true}\n")
+    with pytest.raises(ParamsError, match=r"other.yaml: a.n = 0: expected an integer in \[1, inf\]"):
+        params.load_params(f, schema=schema)
+    f.write_text("a: {n: 1, x: 1}\nb: 3\n")
+    with pytest.raises(ParamsError, match=r"other.yaml: b = 3: expected a mapping of its keys \(b.flag\)"):
+        params.load_params(f, schema=schema)
 
 
 def test_cli_bad_param_is_one_line_error(tmp_path):

@@ -67,6 +67,14 @@ def test_generate_cli_and_unknown_user(ws):
                        capture_output=True, text=True)
     assert p.returncode == 0, p.stderr
     assert sorted(f.name for f in (root / "gen").iterdir()) == ["ID_2_0000.png", "ID_2_0001.png"]
+    # without overrides, `mdgen generate` samples as the `sample` stage does (same params, same options)
+    p = subprocess.run(args + ["--user", "ID_2", "--n", "3", "--out", str(root / "gen_default")],
+                       capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    run_sample(root, params, "for_generate")
+    for k in range(3):
+        assert ((root / "gen_default" / f"ID_2_{k:04d}.png").read_bytes()
+                == (root / "samples_for_generate" / "ID_2" / f"{k:05d}.png").read_bytes())
     p = subprocess.run(args + ["--user", "ID_7"], capture_output=True, text=True)
     assert p.returncode == 1
     assert "unknown user 'ID_7'; valid users: ID_1, ID_2" in p.stderr

@@ -137,3 +137,17 @@ def test_sampling_errors_and_autocast(upstream):
     fp32 = sample_latents(model, labels, steps=4, noise=noise)
     bf16 = sample_latents(model, labels, steps=4, noise=noise, autocast_dtype=torch.bfloat16)
     assert bf16.dtype == torch.float32 and (bf16 - fp32).abs().max() < 0.1 * fp32.abs().max()
+
+
+def test_sampling_options_from_params_and_nfe():
+    from dataclasses import asdict, replace
+
+    from mdgen import params
+    from mdgen.sampling import SamplingOptions
+
+    p = params.load_params()
+    options = params.as_dataclass(SamplingOptions, p, "sample")
+    assert asdict(options) == {k.split(".", 1)[1]: p[k] for k in params.keys_for(SamplingOptions, "sample")}
+    assert replace(options, method="euler", steps=10, cfg_scale=1.0).nfe() == 10.0
+    assert replace(options, method="heun", steps=10, cfg_scale=2.0).nfe() == 40.0  # both CFG halves
+    assert replace(options, method="dopri5").nfe() is None

@@ -4,7 +4,7 @@ import random
 import pytest
 from PIL import Image
 
-from mdgen.split import make_split, recording_and_index, split_user
+from mdgen.split import files_and_labels, make_split, read_split, recording_and_index, split_user
 from mdgen.stages import split as split_stage
 from tests.conftest import write_params
 
@@ -110,3 +110,18 @@ def test_stage_writes_manifest(tmp_path):
     m = json.loads(out.read_text())
     assert m["users"] == ["ID_1", "ID_2", "ID_3"]
     assert all(len(m["val"][u]) == 2 and m["train"][u] for u in m["users"])
+
+
+def test_read_split_and_files_and_labels(tmp_path):
+    root = _folder(tmp_path / "d", {"ID_1": ["1.png", "2.png"], "ID_2": ["1.png", "2.png", "3.png"]})
+    out = tmp_path / "split.json"
+    out.write_text(json.dumps(make_split(root, 0.5, seed=0, mode="random")))
+    m = read_split(out)
+    files, labels = files_and_labels(m, "train")
+    assert [f.parent.name for f in files] == ["ID_1", "ID_2"] and labels.tolist() == [0, 1]
+    assert all(f.is_file() for f in files) and str(labels.dtype) == "torch.int64"
+    with pytest.raises(FileNotFoundError, match="run the `split` stage"):
+        read_split(tmp_path / "missing.json")
+    (tmp_path / "bad.json").write_text(json.dumps({"users": []}))
+    with pytest.raises(ValueError, match="bad.json: missing 'data_dir'"):
+        read_split(tmp_path / "bad.json")

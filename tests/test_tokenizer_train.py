@@ -1,4 +1,4 @@
-"""mdgen.tokenizer_train and the `tokenizer-train` stage; the shipped default checkpoint."""
+"""mdgen.tokenizer_train and `mdgen tokenizer-train` (mdgen.tokenizer_release); the shipped default checkpoint."""
 from __future__ import annotations
 
 import functools
@@ -12,11 +12,11 @@ import yaml
 from PIL import Image
 from safetensors import safe_open
 
+from mdgen import tokenizer_release as release
 from mdgen.images import load_image, to_tensor, to_uint8
-from mdgen.params import ParamsError
+from mdgen.params import ParamsError, load_params
 from mdgen.quality import psnr
 from mdgen.simulate import simulate_dataset
-from mdgen.stages import tokenizer_train as stage
 from mdgen.tokenizer import AutoencoderKL, load_tokenizer
 from mdgen.tokenizer_train import evaluate_tokenizer, linear_codec_psnr, train_tokenizer
 
@@ -115,33 +115,71 @@ def write_config(path: Path, **overrides) -> Path:
 
 
 def test_config_validation(tmp_path):
-    config = stage.read_config(SHIPPED_CONFIG)
+    config = release.read_config(SHIPPED_CONFIG)
     assert config["model"]["z_channels"] == 32 and len(config["model"]["ch_mult"]) == 5
     assert config["data"]["train_seed"] != 0 and config["data"]["heldout_seed"] not in (0, config["data"]["train_seed"])
     with pytest.raises(ParamsError, match="unknown key 'train.learning_rate'"):
-        stage.read_config(write_config(tmp_path / "a.yaml", **{"train.learning_rate": 1e-3}))
+        release.read_config(write_config(tmp_path / "a.yaml", **{"train.learning_rate": 1e-3}))
     with pytest.raises(ParamsError, match="missing keys train.kl_weight"):
-        stage.read_config(write_config(tmp_path / "b.yaml", **{"train.kl_weight": ...}))
+        release.read_config(write_config(tmp_path / "b.yaml", **{"train.kl_weight": ...}))
     with pytest.raises(ParamsError, match=r"train.lr = True: expected"):
-        stage.read_config(write_config(tmp_path / "c.yaml", **{"train.lr": True}))
+        release.read_config(write_config(tmp_path / "c.yaml", **{"train.lr": True}))
     with pytest.raises(ParamsError, match=r"model.ch_mult = \[1, 0\]"):
-        stage.read_config(write_config(tmp_path / "d.yaml", **{"model.ch_mult": [1, 0]}))
+        release.read_config(write_config(tmp_path / "d.yaml", **{"model.ch_mult": [1, 0]}))
     with pytest.raises(ParamsError, match="multiple of 32"):
-        stage.read_config(write_config(tmp_path / "f.yaml", **{"model.ch": 48}))
+        release.read_config(write_config(tmp_path / "f.yaml", **{"model.ch": 48}))
     (tmp_path / "e.yaml").write_text(SHIPPED_CONFIG.read_text() + "\noptim: {lr: 1}\n")
     with pytest.raises(ParamsError, match="unknown section 'optim'"):
-        stage.read_config(tmp_path / "e.yaml")
+        release.read_config(tmp_path / "e.yaml")
+    (tmp_path / "g.yaml").write_text(SHIPPED_CONFIG.read_text().replace("\nsave:\n", "\nsave: 3\nunused:\n"))
+    with pytest.raises(ParamsError, match=r"g.yaml: save = 3: expected a mapping of its keys \(save.dtype\)"):
+        release.read_config(tmp_path / "g.yaml")
 
 
-def test_stage_writes_checkpoint_and_card(tmp_path, monkeypatch):
+def test_config_is_checked_by_the_params_validator(tmp_path):
+    # the same code as params.yaml's, with the tokenizer's schema: the error names file, key, value, expectation
+    bad = write_config(tmp_path / "bad.yaml", **{"train.lr": 2.0})
+    with pytest.raises(ParamsError, match=r"bad.yaml: train.lr = 2.0: expected a number in \(0.0, 1.0\]"):
+        release.read_config(bad)
+    typo = write_config(tmp_path / "typo.yaml", **{"model.channels": 32})
+    with pytest.raises(ParamsError, match=r"typo.yaml: unknown key 'model.channels' \(known keys: model.ch, "):
+        release.read_config(typo)
+    with pytest.raises(ParamsError, match=r"unknown key 'model.ch'"):  # params.yaml's schema does not know it
+        load_params(SHIPPED_CONFIG)
+    optional = write_config(tmp_path / "optional.yaml", **{"train.grad_clip": None, "train.init_logvar": None})
+    assert release.read_config(optional)["train"]["grad_clip"] is None
+
+
+def test_model_card_template(monkeypatch):
+    """The card rendered from templates/tokenizer_card.md, against the text of the f-string it replaced."""
+    monkeypatch.setattr(torch, "__version__", "TORCH")
+    config = release.read_config(SHIPPED_CONFIG)
+    metrics = {"psnr": 16.123456, "psnr_min": 14.5, "ssim": 0.51234, "psnr_sample": 15.9, "ssim_sample": 0.49,
+               "channel_std_min": 0.1234, "channel_std_mean": 0.3, "channel_std_max": 0.9, "dead_channels": [3, 7],
+               "posterior_std_mean": 0.05, "channel_mean_abs_max": 0.777, "images": 64,
+               "linear_codec_psnr": {32: 17.1, 64: 18.25, 128: 20.0, 256: 23.456}}
+    history = [{"step": 50 * (i + 1), "crop": 64, "lr": 2e-3 / (i + 1), "rec": 0.1 / (i + 1), "kl": 300.0 + i,
+                "psnr": 12.0 + i} for i in range(30)]
+    info = {"file_mb": 9.87, "dtype": "float16", "params": 2345678, "config_file": "`mdgen-vae.yaml`",
+            "radar": "prf_hz 8000.0, duration_s 2.3", "machine": "x86_64 CPU", "threads": 1, "total_seconds": 1234.5,
+            "train_seconds": 1000.0, "images_per_s": 12.345}
+    card = release.model_card("mdgen-vae", config, metrics, history, info)
+    assert card == (REPO / "tests" / "fixtures" / "tokenizer_card_expected.md").read_text(encoding="utf-8")
+    config["train"].update(l2_weight=0.0, final_steps=0, final_crop=None)
+    card = release.model_card("mdgen-vae", config, {**metrics, "dead_channels": []}, history[:1], info)
+    assert "\nL1 reconstruction of posterior samples" in card and "the last" not in card
+    assert "dead\nchannels (std ≤ 1 % of the mean): none." in card
+
+
+def test_release_writes_checkpoint_and_card(tmp_path, monkeypatch):
     # serial simulation: for six images, starting worker processes costs more than it saves (same bytes)
-    monkeypatch.setattr(stage, "simulate_dataset", functools.partial(simulate_dataset, workers=1))
+    monkeypatch.setattr(release, "simulate_dataset", functools.partial(simulate_dataset, workers=1))
     cfg = write_config(tmp_path / "tiny-vae.yaml", **{
         "model.ch_mult": [1, 1, 1, 1, 1], "model.num_res_blocks": 1, "model.z_channels": 8, "model.embed_dim": 8,
         "data.train_users": 2, "data.train_images_per_user": 1, "data.heldout_users": 1,
         "data.heldout_images_per_user": 1, "train.steps": 3, "train.batch_size": 2, "train.crop": 32,
         "train.final_crop": 64, "train.final_steps": 1, "train.warmup_steps": 1, "train.log_every": 1})
-    result = stage.main(params_path=str(cfg), work_dir=str(tmp_path), progress=False)
+    result = release.main(params_path=str(cfg), work_dir=str(tmp_path), progress=False)
     out = tmp_path / "tiny-vae.safetensors"
     assert result["checkpoint"] == str(out) and result["steps"] == 3
     model = load_tokenizer(out)

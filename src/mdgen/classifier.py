@@ -30,8 +30,24 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from mdgen.images import center_crop_arr, load_image
+from mdgen.images import center_crop_arr, to_tensor
+from mdgen.images import load_images  # noqa: F401 (imported from here by benchmarks/sweep_dit.py)
 from mdgen.io import save_safetensors
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How `train_classifier` trains, less its length and seed: its keyword arguments (`asdict(recipe)`).
+
+    One recipe serves the judge (the `classifier` stage) and the few-shot classifiers of the
+    augmentation gain (the `evaluate` stage), which train for fewer steps.
+    """
+    image_size: int
+    width: int
+    batch_size: int
+    lr: float
+    weight_decay: float
+    augment: bool
 
 
 @dataclass(frozen=True)
@@ -111,13 +127,6 @@ class SpectrogramResNet(nn.Module):
 # Inputs
 # --------------------------------------------------------------------------------------
 
-def load_images(files: list[str | Path], image_size: int) -> np.ndarray:
-    """uint8 [N, image_size, image_size, 3] from image files, through `mdgen.images.load_image`."""
-    if not files:
-        return np.zeros((0, image_size, image_size, 3), np.uint8)
-    return np.stack([load_image(f, image_size) for f in files])
-
-
 def prepare(images: np.ndarray, image_size: int) -> torch.Tensor:
     """uint8 [N, H, W, 3] -> float32 [N, 3, image_size, image_size] in [-1, 1].
 
@@ -130,7 +139,7 @@ def prepare(images: np.ndarray, image_size: int) -> torch.Tensor:
     if images.shape[1:3] != (image_size, image_size):
         images = np.stack([center_crop_arr(Image.fromarray(im), image_size) for im in images]) if len(images) \
             else np.zeros((0, image_size, image_size, 3), np.uint8)
-    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    return to_tensor(np.ascontiguousarray(images))
 
 
 def time_shift(x: torch.Tensor, max_shift: int, generator: torch.Generator) -> torch.Tensor:
@@ -151,6 +160,12 @@ def time_shift(x: torch.Tensor, max_shift: int, generator: torch.Generator) -> t
 # --------------------------------------------------------------------------------------
 # Training and inference
 # --------------------------------------------------------------------------------------
+
+def set_threads(n: int) -> None:
+    """torch intra-op threads for this process (0 keeps torch's default)."""
+    if n > 0:
+        torch.set_num_threads(n)
+
 
 def train_classifier(images: np.ndarray, labels, num_classes: int, *, steps: int, batch_size: int, lr: float,
                      weight_decay: float, image_size: int, width: int, seed: int, augment: bool = True,

@@ -10,7 +10,7 @@ import importlib
 import logging
 import sys
 
-# command -> (module, help)
+# DVC stage command -> (module, help)
 STAGES = {
     "simulate": ("mdgen.stages.simulate", "simulate gait spectrograms -> data/simulated/"),
     "split": ("mdgen.stages.split", "per-user train/val split -> data/split.json"),
@@ -18,11 +18,16 @@ STAGES = {
     "stats": ("mdgen.stages.stats", "per-channel latent statistics -> data/latents/latents_stats.pt"),
     "train": ("mdgen.stages.train", "train the LightningDiT -> models/dit/ (resumes last.ckpt)"),
     "sample": ("mdgen.stages.sample", "generate spectrograms per user -> data/samples/"),
-    "tokenizer-train": ("mdgen.stages.tokenizer_train", "train the small default tokenizer shipped in data/pretrained/ "
-                        "(not a DVC stage; --params is its own yaml)"),
     "classifier": ("mdgen.stages.classifier", "train the user-identification judge on real train images -> models/classifier.safetensors"),
     "evaluate": ("mdgen.stages.evaluate", "score data/samples/ (identity, FID/KID, memorisation, kinematics, augmentation) -> metrics/evaluate.json"),
 }
+# commands outside the pipeline that run like a stage, `main(params_path=...)`:
+# command -> (module, help, default of --params)
+TOOLS = {
+    "tokenizer-train": ("mdgen.tokenizer_release", "train the small default tokenizer shipped in data/pretrained/ "
+                        "(not a DVC stage; --params is its own yaml)", "data/pretrained/mdgen-vae-f16d32-sim.yaml"),
+}
+COMMANDS = {**{name: (module, help_, "params.yaml") for name, (module, help_) in STAGES.items()}, **TOOLS}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,9 +40,8 @@ def main(argv: list[str] | None = None) -> int:
                                             "(see mdgen bench --help)")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")
     sub = parser.add_subparsers(dest="command", required=True, metavar="command")
-    for name, (_, help_) in STAGES.items():
+    for name, (_, help_, default) in COMMANDS.items():
         s = sub.add_parser(name, help=help_)
-        default = "data/pretrained/mdgen-vae-f16d32-sim.yaml" if name == "tokenizer-train" else "params.yaml"
         s.add_argument("--params", default=default, help=f"parameters file (default: {default})")
     g = sub.add_parser("generate", help="generate spectrograms of one user from a trained models/dit/ (outside DVC)")
     g.add_argument("--user", required=True, help="user folder name, e.g. ID_3")
@@ -62,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
             r = export_upstream(args.ckpt, args.out)
             print(f"export-dit: {r['tensors']} tensors per part (step {r['step']}) -> {r['path']}")
         else:
-            importlib.import_module(STAGES[args.command][0]).main(params_path=args.params)
+            importlib.import_module(COMMANDS[args.command][0]).main(params_path=args.params)
     except (ValueError, FileNotFoundError, KeyError, RuntimeError) as e:
         if args.debug:
             raise
@@ -73,27 +77,29 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def generate(args: argparse.Namespace) -> None:
+    from dataclasses import asdict, replace
     from pathlib import Path
 
     from mdgen import params
     from mdgen.generation import SpectrogramGenerator
     from mdgen.images import save_png
-    from mdgen.stages.sample import KEYS, sample_kwargs
+    from mdgen.sampling import SamplingOptions
 
     if args.n < 1:
         raise ValueError(f"--n {args.n}: expected a positive number of images")
-    p = params.read(KEYS, args.params)
-    kw = sample_kwargs(p)
-    kw["cfg_scale"] = kw["cfg_scale"] if args.cfg_scale is None else args.cfg_scale
-    kw["steps"] = kw["steps"] if args.steps is None else args.steps
+    # the `sample` stage's options (same dataclass, same keys), less what the command line overrides
+    p = params.read(["seed", "tokenizer.checkpoint", *params.keys_for(SamplingOptions, "sample")], args.params)
+    options = params.as_dataclass(SamplingOptions, p, "sample")
+    options = replace(options, cfg_scale=options.cfg_scale if args.cfg_scale is None else args.cfg_scale,
+                      steps=options.steps if args.steps is None else args.steps)
     ema = Path(args.model_dir) / "ema.safetensors"
     SpectrogramGenerator.check_user(ema, args.user)
     gen = SpectrogramGenerator.load(ema, args.stats, p["tokenizer.checkpoint"])
-    imgs, _ = gen.images(args.user, args.n, seed=p["seed"] if args.seed is None else args.seed, **kw)
+    imgs, _ = gen.images(args.user, args.n, seed=p["seed"] if args.seed is None else args.seed, **asdict(options))
     out = Path(args.out)
     for k, im in enumerate(imgs):
         save_png(out / f"{args.user}_{k:04d}.png", im)
-    print(f"generate: {len(imgs)} images of {args.user} (cfg {kw['cfg_scale']}, {kw['steps']} steps) -> {out}")
+    print(f"generate: {len(imgs)} images of {args.user} (cfg {options.cfg_scale}, {options.steps} steps) -> {out}")
 
 
 if __name__ == "__main__":

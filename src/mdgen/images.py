@@ -1,8 +1,9 @@
 """Image I/O and the upstream pixel conventions shared by every stage.
 
-Load -> RGB -> ADM `center_crop_arr` -> uint8 HxWx3; `to_tensor` maps uint8 to the [-1, 1] float the
-tokenizer expects, `to_uint8` maps decoder output back exactly as upstream saves samples, and
-`save_png` writes byte-reproducible PNGs atomically.
+Load -> RGB -> ADM `center_crop_arr` -> uint8 HxWx3 (`load_image`, `load_images`); `to_tensor`
+(`uint8_to_float`) maps uint8 to the [-1, 1] float the tokenizer and the classifier expect, `to_uint8`
+maps decoder output back exactly as upstream saves samples, and `save_png` writes byte-reproducible
+PNGs atomically.
 """
 from __future__ import annotations
 
@@ -52,18 +53,34 @@ def load_image(path: str | Path, image_size: int = 256) -> np.ndarray:
     return center_crop_arr(rgb, image_size)
 
 
-def to_tensor(images: np.ndarray | torch.Tensor) -> torch.Tensor:
-    """uint8 (N,H,W,3) or (H,W,3) -> float32 (N,3,H,W) in [-1, 1].
+def load_images(files: list[str | Path], image_size: int) -> np.ndarray:
+    """uint8 (N, image_size, image_size, 3) from image files, each through `load_image`.
+
+    The whole set stays in memory as bytes (2000 images of 256 px = 0.4 GB); no files give N = 0.
+    """
+    if not files:
+        return np.zeros((0, image_size, image_size, 3), np.uint8)
+    return np.stack([load_image(f, image_size) for f in files])
+
+
+def uint8_to_float(images: torch.Tensor) -> torch.Tensor:
+    """uint8 tensor of any shape (e.g. N,3,H,W) -> float32 in [-1, 1], memory layout kept.
 
     x/127.5 - 1 equals upstream ToTensor (x/255) + Normalize(0.5, 0.5) bit for bit for all 256 values.
     """
+    assert images.dtype == torch.uint8, f"expected uint8 images, got {images.dtype}"
+    return images.float() / 127.5 - 1.0
+
+
+def to_tensor(images: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """uint8 (N,H,W,3) or (H,W,3) -> float32 (N,3,H,W) in [-1, 1] (`uint8_to_float` of the channels-first view)."""
     images = torch.as_tensor(np.asarray(images) if not torch.is_tensor(images) else images)
     assert images.dtype == torch.uint8, f"to_tensor expects uint8 images, got {images.dtype}"
     if images.ndim == 3:
         images = images[None]
     assert images.ndim == 4 and images.shape[-1] == 3, \
         f"to_tensor expects (N,H,W,3) or (H,W,3), got {tuple(images.shape)}"
-    return images.permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    return uint8_to_float(images.permute(0, 3, 1, 2))
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:

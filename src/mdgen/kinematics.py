@@ -13,13 +13,15 @@ level map from a jet-coloured RGB image with `jet_to_level`, or from a dB spectr
 from __future__ import annotations
 
 import functools
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 from matplotlib import colormaps
 from scipy.ndimage import uniform_filter
 from scipy.signal import detrend
 from scipy.spatial import cKDTree
+
+from mdgen.simulate import JET_LUT
 
 # Jet below this level is dark-to-medium blue (green channel < 0.3): the "deep-blue background".
 BACKGROUND_LEVEL = 0.2
@@ -52,7 +54,7 @@ def _jet_tree(n: int = 2048) -> cKDTree:
 @functools.lru_cache(maxsize=1)
 def _exact_colours() -> tuple[np.ndarray, np.ndarray]:
     """Sorted 24-bit codes of the colours a 256-entry jet image can hold, and their levels."""
-    lut = np.round(colormaps["jet"](np.arange(256))[:, :3] * 255).astype(np.int64)
+    lut = JET_LUT.astype(np.int64)
     codes, first = np.unique((lut[:, 0] << 16) | (lut[:, 1] << 8) | lut[:, 2], return_index=True)
     tree = _jet_tree()
     _, idx = tree.query(lut[first].astype(np.float64))
@@ -250,9 +252,6 @@ class GaitMeasures:
     envelope_mps: float         # limb envelope |velocity|
     envelope_ratio: float       # envelope / |velocity of the torso row| (the band's distance from zero)
     background_fraction: float  # deep-blue pixels
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 def measure_gait(level: np.ndarray, velocity: np.ndarray, time: np.ndarray) -> GaitMeasures:

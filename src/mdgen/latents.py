@@ -7,7 +7,9 @@ records where the latents came from.
 from __future__ import annotations
 
 import json
+import math
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +18,7 @@ from safetensors import safe_open
 from tqdm import tqdm
 
 from mdgen.accel import autocast_dtype
-from mdgen.images import load_image, to_tensor, to_uint8
+from mdgen.images import load_images, to_tensor, to_uint8
 from mdgen.io import atomic_path, save_safetensors
 
 FLIPS = {"none": None, "time": 3, "doppler": 2}  # tensor dim flipped: time = width, Doppler = height
@@ -38,8 +40,8 @@ def encode_files(model, files: list[Path], *, batch_size: int, image_size: int, 
     amp = autocast_dtype(device, precision)
     gen = torch.Generator().manual_seed(seed)
     out: dict[str, list[torch.Tensor]] = {"latents": [], "latents_flip": []}
-    for start in tqdm(range(0, len(files), batch_size), desc=desc, unit="batch", disable=not progress):
-        batch = np.stack([load_image(f, image_size) for f in files[start:start + batch_size]])
+    for batch in tqdm(image_batches(files, image_size, batch_size), total=math.ceil(len(files) / batch_size),
+                      desc=desc, unit="batch", disable=not progress):
         x = to_tensor(batch).to(device)
         views = {"latents": x}
         if FLIPS[flip] is not None:
@@ -79,6 +81,12 @@ def read_latents_meta(path: str | Path) -> dict:
     return meta
 
 
+def image_batches(files: list[Path], image_size: int, batch_size: int) -> Iterator[np.ndarray]:
+    """uint8 [B, image_size, image_size, 3] batches of `files`, in order (`mdgen.images.load_images`)."""
+    for start in range(0, len(files), batch_size):
+        yield load_images(files[start:start + batch_size], image_size)
+
+
 @torch.no_grad()
 def reconstruct(model, files: list[Path], *, image_size: int, batch_size: int,
                 device: str | torch.device = "cpu", precision: str = "auto") -> tuple[np.ndarray, np.ndarray, float]:
@@ -87,8 +95,7 @@ def reconstruct(model, files: list[Path], *, image_size: int, batch_size: int,
     amp = autocast_dtype(device, precision)
     originals, recons = [], []
     t0 = time.perf_counter()
-    for start in range(0, len(files), batch_size):
-        batch = np.stack([load_image(f, image_size) for f in files[start:start + batch_size]])
+    for batch in image_batches(files, image_size, batch_size):
         with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
             rec = model.decode(model.encode(to_tensor(batch).to(device)).mode())
         originals.append(batch)

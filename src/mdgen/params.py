@@ -2,16 +2,22 @@
 
 Defaults live in params.yaml only; this file says what each key must be. A key that
 is not in the schema, or a value of the wrong type or range, is an error that names
-the key, the value and what was expected -- before any stage writes anything.
+the key, the value and what was expected -- before any stage writes anything. The same
+validation serves other yaml files of the same shape with their own schema (the tokenizer's
+training config, `mdgen.tokenizer_release`).
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar
 
 import yaml
+
+
+T = TypeVar("T")
 
 
 class ParamsError(ValueError):
@@ -132,21 +138,34 @@ SCHEMA: dict[str, Spec] = {
 }
 
 
-def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
+def _flatten(tree: dict, prefix: str = "", schema: dict[str, Spec] = SCHEMA) -> dict[str, Any]:
     flat = {}
     for k, v in tree.items():
         key = f"{prefix}{k}"
-        if isinstance(v, dict) and v and any(s.startswith(key + ".") for s in SCHEMA):
-            flat.update(_flatten(v, key + "."))
+        if isinstance(v, dict) and any(s.startswith(key + ".") for s in schema):
+            flat.update(_flatten(v, key + ".", schema))
         else:
             flat[key] = v
     return flat
 
 
-def validate(key: str, value: Any, source: str = "params.yaml") -> Any:
-    if key not in SCHEMA:
-        raise ParamsError(f"{source}: unknown key '{key}' (known keys: {', '.join(SCHEMA)})")
-    spec = SCHEMA[key]
+def _unknown_key(key: str, value: Any, source: str, schema: dict[str, Spec]) -> ParamsError:
+    sections = sorted({k.split(".")[0] for k in schema if "." in k})
+    section = key.split(".")[0]
+    if key == section and section in sections:  # e.g. `train: 3` where a mapping of train.* keys belongs
+        return ParamsError(f"{source}: {key} = {value!r}: expected a mapping of its keys "
+                           f"({', '.join(k for k in schema if k.startswith(key + '.'))})")
+    if key == section and isinstance(value, dict):
+        return ParamsError(f"{source}: unknown section '{key}' (expected {', '.join(sections)})")
+    known = [k for k in schema if k.startswith(section + ".")] or list(schema)
+    return ParamsError(f"{source}: unknown key '{key}' (known keys: {', '.join(known)})")
+
+
+def validate(key: str, value: Any, source: str = "params.yaml", schema: dict[str, Spec] = SCHEMA) -> Any:
+    """`value` of `key` checked against `schema` (default: params.yaml's); numbers of float keys come back as float."""
+    if key not in schema:
+        raise _unknown_key(key, value, source, schema)
+    spec = schema[key]
     if value is None and spec.optional:
         return None
     # bool is an int subclass in Python; `lr: true` must not pass as 1
@@ -167,16 +186,19 @@ def read_yaml(path: Path) -> Any:
         raise ParamsError(f"{path}: not valid YAML: {e}") from None
 
 
-def load_params(path: str | Path = "params.yaml") -> dict[str, Any]:
-    """Read and validate the whole file; returns a flat {'section.key': value} dict."""
+def load_params(path: str | Path = "params.yaml", schema: dict[str, Spec] = SCHEMA) -> dict[str, Any]:
+    """Read and validate a whole file against `schema`; returns a flat {'section.key': value} dict in file order.
+
+    Every key of the schema is required, any other key is an error; the default schema is params.yaml's.
+    """
     path = Path(path)
     if not path.is_file():
         raise ParamsError(f"{path} not found (run from the repository root or pass --params)")
     tree = read_yaml(path)
     if not isinstance(tree, dict):
         raise ParamsError(f"{path}: expected a mapping of sections at the top level")
-    flat = {k: validate(k, v, str(path)) for k, v in _flatten(tree).items()}
-    missing = [k for k in SCHEMA if k not in flat]
+    flat = {k: validate(k, v, str(path), schema) for k, v in _flatten(tree, schema=schema).items()}
+    missing = [k for k in schema if k not in flat]
     if missing:
         raise ParamsError(f"{path}: missing keys {', '.join(missing)}")
     return flat
@@ -191,3 +213,13 @@ def read(keys: list[str], path: str | Path = "params.yaml") -> dict[str, Any]:
     """The validated values of `keys` (a stage reads only what dvc.yaml lists for it)."""
     flat = load_params(path)
     return {k: flat[k] for k in keys}
+
+
+def keys_for(cls: type, section: str) -> list[str]:
+    """The params keys `section.<field>` of a dataclass whose fields are named as the section's keys."""
+    return [f"{section}.{f.name}" for f in dataclasses.fields(cls)]
+
+
+def as_dataclass(cls: type[T], p: dict[str, Any], section: str) -> T:
+    """`cls(field=p['section.field'], ...)`: hands a library the values of one section as plain arguments."""
+    return cls(**{f.name: p[f"{section}.{f.name}"] for f in dataclasses.fields(cls)})

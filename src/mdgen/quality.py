@@ -25,8 +25,8 @@ def ssim(a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor, chunk: int 
     Wang et al. 2004: 11x11 Gaussian window (sigma 1.5), K1=0.01, K2=0.03, L=255, valid
     region only -- the common reference settings, so figures compare with published ones.
     The 2-D Gaussian is the outer product of two 1-D ones, so the blur runs as an 11-tap row pass
-    and an 11-tap column pass (22 instead of 121 multiply-adds per pixel; in float64, which has no
-    fast CPU convolution, the 2-D window took 96 s for 192 images of 256x256), `chunk` images at a time.
+    and an 11-tap column pass (22 instead of 121 multiply-adds per pixel, which matters in float64: it
+    has no fast CPU convolution; timing in benchmarks/README.md), `chunk` images at a time.
     """
     a, b = np.asarray(a), np.asarray(b)
     g = _gaussian_1d()

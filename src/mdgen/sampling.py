@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 
@@ -26,6 +27,30 @@ from mdgen.dit import GUIDANCE_CHANNELS, LightningDiT
 METHODS = ("euler", "heun", "dopri5")
 
 VelocityFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class SamplingOptions:
+    """How `SpectrogramGenerator.images` samples (its keyword arguments: `asdict(options)`).
+
+    The fields are named as params.yaml's `sample.*` keys; the `sample` stage and `mdgen generate`
+    both build one with `mdgen.params.as_dataclass(SamplingOptions, p, "sample")`.
+    """
+    steps: int
+    method: str
+    cfg_scale: float
+    cfg_interval_start: float
+    timestep_shift: float
+    guidance_channels: str
+    batch_size: int
+    precision: str
+
+    def nfe(self) -> float | None:
+        """Model evaluations per image at guided steps (CFG counts both halves); None for adaptive dopri5."""
+        per_step = {"euler": 1, "heun": 2}.get(self.method)
+        if per_step is None:
+            return None
+        return float(self.steps * per_step * (2 if self.cfg_scale != 1.0 else 1))
 
 
 def shifted_grid(steps: int, timestep_shift: float = 0.3) -> torch.Tensor:

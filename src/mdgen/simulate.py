@@ -673,7 +673,8 @@ def spectrogram_to_rgb(spec_or_db, dynamic_range_db: float, size: int = 256) -> 
 def png_bytes(rgb: np.ndarray) -> bytes:
     """PNG with fixed options and no metadata, so equal pixels give equal bytes.
 
-    zlib level 1: 8 ms instead of 27 ms at level 6, for files 15 % larger (noise compresses badly).
+    zlib level 1: much faster than level 6 for files a little larger (noise compresses badly; timings in
+    benchmarks/README.md).
     """
     buf = io.BytesIO()
     Image.fromarray(rgb, mode="RGB").save(buf, format="PNG", compress_level=1, optimize=False)
@@ -757,3 +758,28 @@ def simulate_dataset(out_dir, n_users: int, images_per_user: int, seed: int,
     seconds = time.perf_counter() - t0
     return {"out_dir": str(out_dir), "users": n_users, "images": len(jobs), "seconds": round(seconds, 2),
             "s_per_image": round(seconds / len(jobs), 4), "workers": workers}
+
+
+def image_axes(data_dir: str | Path, height: int, width: int) -> tuple[np.ndarray, np.ndarray, dict | None, str]:
+    """(velocity per row, time per column, users.json or None, source) for images of height x width.
+
+    Simulated data: the axes its users.json records (`image_axes`: row-centre velocities of the
+    top and bottom rows, first and last column times), rescaled to the image size. Other data:
+    the simulator's default axes are assumed, so absolute numbers are approximate while the
+    generated-vs-real comparison stays on one scale.
+    """
+    manifest_path = Path(data_dir) / "users.json"
+    if not manifest_path.is_file():
+        radar = RadarConfig()
+        return image_velocity_axis(radar, height), image_time_axis(radar, width), None, "assumed (simulator defaults)"
+    manifest = json.loads(manifest_path.read_text())
+    try:
+        v, t = manifest["image_axes"]["velocity_mps"], manifest["image_axes"]["time_s"]
+        step = (v["top"] - v["bottom"]) / (v["rows"] - 1)
+        top_edge, bottom_edge = v["top"] + step / 2, v["bottom"] - step / 2
+        first, last = t["first"], t["last"]
+    except (KeyError, TypeError, ZeroDivisionError) as e:
+        raise ValueError(f"{manifest_path}: no usable image_axes ({e!r}); "
+                         "expected the simulator's users.json") from None
+    velocity = top_edge - (np.arange(height) + 0.5) * (top_edge - bottom_edge) / height
+    return velocity, np.linspace(first, last, width), manifest, "users.json"

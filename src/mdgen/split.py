@@ -8,13 +8,18 @@ side of a val run from train, so no val file has a train neighbour.
 """
 from __future__ import annotations
 
+import json
 import random
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from PIL import Image, UnidentifiedImageError
 
 from mdgen.io import list_images, list_users
+
+if TYPE_CHECKING:
+    import torch
 
 _TRAILING_INDEX = re.compile(r"^(.*?)(\d+)$")
 
@@ -125,3 +130,28 @@ def make_split(data_dir: str | Path, val_fraction: float, seed: int, mode: str =
         "val": val,
         "dropped": dropped,
     }
+
+
+def read_split(path: str | Path) -> dict:
+    """The manifest `make_split` wrote (via the `split` stage); a missing file or key is an error naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"split manifest {path} not found (run the `split` stage)")
+    m = json.loads(path.read_text())
+    for key in ("data_dir", "users", "train", "val"):
+        if key not in m:
+            raise ValueError(f"{path}: missing '{key}' (expected a manifest written by `mdgen split`)")
+    return m
+
+
+def files_and_labels(manifest: dict, part: str) -> tuple[list[Path], torch.Tensor]:
+    """Image paths of one part ('train' or 'val') of a manifest, and their int64 labels (user order)."""
+    import torch  # here, not at the top: the `split` stage itself does not need torch
+
+    root = Path(manifest["data_dir"])
+    files, labels = [], []
+    for label, user in enumerate(manifest["users"]):
+        for rel in manifest[part].get(user, []):
+            files.append(root / rel)
+            labels.append(label)
+    return files, torch.tensor(labels, dtype=torch.int64)

@@ -23,8 +23,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from mdgen.images import load_image, to_tensor, to_uint8
+from mdgen.images import load_images, to_tensor, to_uint8, uint8_to_float
 from mdgen.io import list_images, list_users
+from mdgen.latents import image_batches
 from mdgen.quality import psnr, ssim
 from mdgen.tokenizer import AttnBlock, AutoencoderKL, ResnetBlock
 
@@ -51,9 +52,9 @@ def collect_files(source: str | Path | list) -> list[Path]:
     return files
 
 
-def load_images(files: list[Path], image_size: int) -> torch.Tensor:
-    """uint8 (N, 3, H, W): the whole set stays in memory as bytes (2000 images = 0.4 GB)."""
-    return torch.from_numpy(np.stack([load_image(f, image_size) for f in files])).permute(0, 3, 1, 2).contiguous()
+def _load_nchw(files: list[Path], image_size: int) -> torch.Tensor:
+    """uint8 (N, 3, H, W) of image files (`mdgen.images.load_images`, channels first)."""
+    return torch.from_numpy(load_images(files, image_size)).permute(0, 3, 1, 2).contiguous()
 
 
 def lr_at(step: int, *, lr: float, steps: int, warmup_steps: int, min_lr_ratio: float) -> float:
@@ -83,7 +84,7 @@ def random_crops(images: torch.Tensor, n: int, crop: int, grid: int, gen: torch.
     left = torch.randint((width - crop) // grid + 1, (n,), generator=gen) * grid
     batch = torch.stack([images[i, :, t:t + crop, s:s + crop] for i, t, s in zip(idx.tolist(), top.tolist(),
                                                                                   left.tolist())])
-    return batch.float() / 127.5 - 1.0  # == to_tensor's mapping, without the NHWC round trip
+    return uint8_to_float(batch)
 
 
 def train_tokenizer(images: str | Path | list, *, model_config: dict, steps: int, batch_size: int, lr: float,
@@ -117,7 +118,7 @@ def train_tokenizer(images: str | Path | list, *, model_config: dict, steps: int
         raise ValueError(f"final_crop={final_crop}, final_steps={final_steps}: give both (0 < final_steps <= "
                          f"steps={steps}) or neither (final_crop null, final_steps 0)")
     files = collect_files(images)
-    data = load_images(files, image_size)
+    data = _load_nchw(files, image_size)
     with torch.random.fork_rng(devices=[]):  # seeded init without touching the caller's global RNG
         torch.manual_seed(seed)
         model = AutoencoderKL(**model_config)
@@ -226,13 +227,13 @@ def linear_codec_psnr(train_files: list, eval_files: list, *, patch: int = 16, c
     for a tokenizer with the same budget (f16 with 32 channels = 32 numbers per 16x16 patch): it shows how
     many numbers per patch the data needs for a given PSNR, i.e. how much a nonlinear codec has to win.
     """
-    train = load_images([Path(f) for f in train_files], image_size)
+    train = _load_nchw([Path(f) for f in train_files], image_size)
     per_image = (image_size // patch) ** 2
     step = max(1, math.ceil(len(train) * per_image / max_train_patches))
     x = _patches(train[::step], patch)                                     # (P, 3*p*p)
     mean = x.mean(0)
     _, _, vt = torch.linalg.svd(x - mean, full_matrices=False)             # rows: principal directions
-    held = load_images([Path(f) for f in eval_files], image_size)
+    held = _load_nchw([Path(f) for f in eval_files], image_size)
     y = _patches(held, patch) - mean
     out = {}
     for k in components:
@@ -258,8 +259,7 @@ def evaluate_tokenizer(model: AutoencoderKL, files: list, *, image_size: int = 2
     assert files, "evaluate_tokenizer needs at least one image"
     gen = torch.Generator().manual_seed(seed)
     originals, rec_mean, rec_sample, means, post_std = [], [], [], [], []
-    for start in range(0, len(files), batch_size):
-        batch = np.stack([load_image(f, image_size) for f in files[start:start + batch_size]])
+    for batch in image_batches(files, image_size, batch_size):
         post = model.encode(to_tensor(batch))
         originals.append(batch)
         rec_mean.append(to_uint8(model.decode(post.mode())))

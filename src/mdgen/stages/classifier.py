@@ -6,32 +6,18 @@ samples, never val), so it depends on the data alone and stays cached across DiT
 from __future__ import annotations
 
 import time
+from dataclasses import asdict
 
 import numpy as np
-import torch
 
 from mdgen import params
-from mdgen.classifier import load_images, predict, save_classifier, train_classifier
+from mdgen.classifier import Recipe, predict, save_classifier, set_threads, train_classifier
 from mdgen.evaluation import per_class_accuracy
+from mdgen.images import load_images
 from mdgen.io import write_json
-from mdgen.stages.extract import files_and_labels, read_split
+from mdgen.split import files_and_labels, read_split
 
-RECIPE_KEYS = ["classifier.image_size", "classifier.width", "classifier.batch_size", "classifier.lr",
-               "classifier.weight_decay", "classifier.augment"]
-KEYS = ["seed", "data.image_size", "classifier.steps", "classifier.threads", *RECIPE_KEYS]
-
-
-def recipe(p: dict) -> dict:
-    """The training recipe as `train_classifier` keywords, less its length (shared with evaluate's few-shot runs)."""
-    return dict(batch_size=p["classifier.batch_size"], lr=p["classifier.lr"],
-                weight_decay=p["classifier.weight_decay"], image_size=p["classifier.image_size"],
-                width=p["classifier.width"], augment=p["classifier.augment"])
-
-
-def set_threads(n: int) -> None:
-    """torch intra-op threads for this process (0 keeps torch's default)."""
-    if n > 0:
-        torch.set_num_threads(n)
+KEYS = ["seed", "data.image_size", "classifier.steps", "classifier.threads", *params.keys_for(Recipe, "classifier")]
 
 
 def main(params_path: str = "params.yaml", split_path: str = "data/split.json",
@@ -47,7 +33,9 @@ def main(params_path: str = "params.yaml", split_path: str = "data/split.json",
     y_train, y_val = train_labels.numpy(), val_labels.numpy()
 
     t0 = time.perf_counter()
-    model = train_classifier(x_train, y_train, len(users), seed=p["seed"], steps=p["classifier.steps"], **recipe(p))
+    recipe = params.as_dataclass(Recipe, p, "classifier")
+    model = train_classifier(x_train, y_train, len(users), seed=p["seed"], steps=p["classifier.steps"],
+                             **asdict(recipe))
     train_s = time.perf_counter() - t0
     pred_val = predict(model, x_val).argmax(1)
     pred_train = predict(model, x_train).argmax(1)

@@ -5,7 +5,6 @@ draws originals beside reconstructions, a few per user.
 """
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -17,31 +16,11 @@ from mdgen.io import file_sha256, write_json
 from mdgen.latents import encode_files, reconstruct, save_latents
 from mdgen.plots import image_grid
 from mdgen.quality import psnr, ssim
+from mdgen.split import files_and_labels, read_split
 from mdgen.tokenizer import load_tokenizer
 
 KEYS = ["seed", "data.image_size", "tokenizer.checkpoint", "extract.batch_size", "extract.flip",
         "extract.sample_posterior", "extract.plot_per_user"]
-
-
-def read_split(path: str | Path) -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"split manifest {path} not found (run the `split` stage)")
-    m = json.loads(path.read_text())
-    for key in ("data_dir", "users", "train", "val"):
-        if key not in m:
-            raise ValueError(f"{path}: missing '{key}' (expected a manifest written by `mdgen split`)")
-    return m
-
-
-def files_and_labels(manifest: dict, part: str) -> tuple[list[Path], torch.Tensor]:
-    root = Path(manifest["data_dir"])
-    files, labels = [], []
-    for label, user in enumerate(manifest["users"]):
-        for rel in manifest[part].get(user, []):
-            files.append(root / rel)
-            labels.append(label)
-    return files, torch.tensor(labels, dtype=torch.int64)
 
 
 def main(params_path: str = "params.yaml", split_path: str = "data/split.json", out_dir: str = "data/latents",

@@ -2,9 +2,8 @@
 from __future__ import annotations
 
 import time
+from dataclasses import asdict
 from pathlib import Path
-
-import numpy as np
 
 from mdgen import params
 from mdgen.accel import autocast_dtype
@@ -12,24 +11,23 @@ from mdgen.generation import SpectrogramGenerator
 from mdgen.images import load_image, save_png
 from mdgen.io import atomic_path, write_json
 from mdgen.plots import image_grid
-from mdgen.stages.extract import read_split
+from mdgen.sampling import SamplingOptions
+from mdgen.split import read_split
 
-KEYS = ["seed", "data.image_size", "tokenizer.checkpoint", "sample.images_per_user", "sample.steps",
-        "sample.method", "sample.cfg_scale", "sample.cfg_interval_start", "sample.timestep_shift",
-        "sample.guidance_channels", "sample.batch_size", "sample.plot_per_user", "sample.precision"]
+KEYS = ["seed", "data.image_size", "tokenizer.checkpoint", "sample.images_per_user", "sample.plot_per_user",
+        *params.keys_for(SamplingOptions, "sample")]
 
 
 def sample_kwargs(p: dict) -> dict:
-    return dict(steps=p["sample.steps"], cfg_scale=p["sample.cfg_scale"], cfg_interval_start=p["sample.cfg_interval_start"],
-                timestep_shift=p["sample.timestep_shift"], method=p["sample.method"],
-                guidance_channels=p["sample.guidance_channels"], batch_size=p["sample.batch_size"],
-                precision=p["sample.precision"])
+    """Keyword arguments of `SpectrogramGenerator.images` from the stage's params (also for benchmarks/sweep_dit.py)."""
+    return asdict(params.as_dataclass(SamplingOptions, p, "sample"))
 
 
 def main(params_path: str = "params.yaml", model_dir: str = "models/dit", stats_path: str = "data/latents/latents_stats.pt",
          split_path: str = "data/split.json", out_dir: str = "data/samples", plot_path: str = "plots/samples.png",
          metrics_path: str = "metrics/sample.json") -> dict:
     p = params.read(KEYS, params_path)
+    options = params.as_dataclass(SamplingOptions, p, "sample")
     gen = SpectrogramGenerator.load(Path(model_dir) / "ema.safetensors", stats_path, p["tokenizer.checkpoint"])
     manifest = read_split(split_path)
     n = p["sample.images_per_user"]
@@ -38,7 +36,7 @@ def main(params_path: str = "params.yaml", model_dir: str = "models/dit", stats_
     rows, shown = [], p["sample.plot_per_user"]
     with atomic_path(out_dir) as tmp:
         for user in gen.users:
-            imgs, timing = gen.images(user, n, seed=p["seed"], **sample_kwargs(p))
+            imgs, timing = gen.images(user, n, seed=p["seed"], **asdict(options))
             sample_s += timing["sample_s"]
             decode_s += timing["decode_s"]
             for k, im in enumerate(imgs):
@@ -48,7 +46,7 @@ def main(params_path: str = "params.yaml", model_dir: str = "models/dit", stats_
     wall = time.perf_counter() - t0
     total = n * len(gen.users)
     metrics = {"images": total, "images_per_s": total / wall, "latent_images_per_s": total / max(sample_s, 1e-9),
-               "decode_images_per_s": total / max(decode_s, 1e-9), "nfe_per_image": nfe(p),
+               "decode_images_per_s": total / max(decode_s, 1e-9), "nfe_per_image": options.nfe(),
                "device": gen.device.type,
                "precision": "bf16" if autocast_dtype(gen.device, p["sample.precision"]) else "fp32"}
     write_json(metrics_path, metrics)
@@ -58,10 +56,3 @@ def main(params_path: str = "params.yaml", model_dir: str = "models/dit", stats_
           f"cfg {p['sample.cfg_scale']}) at {metrics['images_per_s']:.2f} img/s -> {out_dir}")
     return metrics
 
-
-def nfe(p: dict) -> float | None:
-    """Model evaluations per image at guided steps (CFG counts both halves)."""
-    per_step = {"euler": 1, "heun": 2}.get(p["sample.method"])
-    if per_step is None:
-        return None
-    return float(p["sample.steps"] * per_step * (2 if p["sample.cfg_scale"] != 1.0 else 1))

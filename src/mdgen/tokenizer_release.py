@@ -1,4 +1,4 @@
-"""`tokenizer-train`: simulate spectrograms, train the default tokenizer, ship it with a model card.
+"""`mdgen tokenizer-train`: simulate spectrograms, train the default tokenizer, ship it with a model card.
 
     mdgen tokenizer-train --params data/pretrained/mdgen-vae-f16d32-sim.yaml
 
@@ -15,18 +15,20 @@ import json
 import platform
 import tempfile
 import time
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from mdgen.io import atomic_path
-from mdgen.params import Bool, Float, Int, ParamsError, Spec, read_yaml
+from mdgen.params import Bool, Float, Int, ParamsError, Spec, load_params
 from mdgen.simulate import RadarConfig, simulate_dataset
 from mdgen.tokenizer import save_tokenizer
 from mdgen.tokenizer_train import collect_files, evaluate_tokenizer, linear_codec_psnr, train_tokenizer
 
 DEFAULT_CONFIG = "data/pretrained/mdgen-vae-f16d32-sim.yaml"
+CARD_TEMPLATE = "templates/tokenizer_card.md"  # in the mdgen package
 LINEAR_COMPONENTS = (32, 64, 128, 256)  # numbers per 16x16 patch for the linear (PCA) yardstick
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 
@@ -78,36 +80,17 @@ SCHEMA: dict[str, Spec] = {
 
 
 def read_config(path: str | Path) -> dict[str, dict[str, Any]]:
-    """The validated config as {section: {key: value}}; unknown or missing keys are errors naming them."""
+    """The validated config as {section: {key: value}}, by `mdgen.params` with this file's SCHEMA.
+
+    Unknown or missing keys and bad values are errors naming the file, the key, the value and what was expected.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"tokenizer training config {path} not found")
-    tree = read_yaml(path)
-    sections = {key.split(".")[0] for key in SCHEMA}
-    if not isinstance(tree, dict) or not all(isinstance(tree.get(s, {}), dict) for s in tree if s in sections):
-        raise ParamsError(f"{path}: expected sections {', '.join(sorted(sections))}, each a mapping")
-    flat = {}
-    for section, values in tree.items():
-        if section not in sections:
-            raise ParamsError(f"{path}: unknown section '{section}' (expected {', '.join(sorted(sections))})")
-        for key, value in (values or {}).items():
-            flat[f"{section}.{key}"] = value
-    config: dict[str, dict[str, Any]] = {s: {} for s in sorted(sections)}
-    for key, value in flat.items():
-        if key not in SCHEMA:
-            known = ", ".join(k for k in SCHEMA if k.startswith(key.split(".")[0] + "."))
-            raise ParamsError(f"{path}: unknown key '{key}' (known keys: {known})")
-        spec = SCHEMA[key]
-        ok = (value is None and spec.optional) or (
-            not (isinstance(value, bool) and spec.kind is not bool)  # `lr: true` must not pass as 1
-            and isinstance(value, spec.kind) and (spec.check is None or spec.check(value)))
-        if not ok:
-            raise ParamsError(f"{path}: {key} = {value!r}: expected {spec.expect}")
+    config: dict[str, dict[str, Any]] = {s: {} for s in sorted({key.split(".")[0] for key in SCHEMA})}
+    for key, value in load_params(path, schema=SCHEMA).items():
         section, name = key.split(".", 1)
-        config[section][name] = float(value) if spec.kind == (int, float) else value
-    missing = [k for k in SCHEMA if k not in flat]
-    if missing:
-        raise ParamsError(f"{path}: missing keys {', '.join(missing)}")
+        config[section][name] = value
     model = config["model"]
     bad = [model["ch"] * m for m in model["ch_mult"] if model["ch"] * m % 32]
     if bad:
@@ -117,97 +100,26 @@ def read_config(path: str | Path) -> dict[str, dict[str, Any]]:
 
 
 def model_card(name: str, config: dict, metrics: dict, history: list[dict], info: dict) -> str:
-    """Markdown model card: what the checkpoint is, what it was trained on and how well it reconstructs."""
+    """Markdown model card: what the checkpoint is, what it was trained on and how well it reconstructs.
+
+    The text is `templates/tokenizer_card.md`; this computes what goes into its {fields}.
+    """
     d, t, m = config["data"], config["train"], metrics
     linear = m["linear_codec_psnr"]
     curve = "\n".join(f"| {h['step']} | {h['crop']} | {h['lr']:.2e} | {h['rec']:.4f} | {h['kl']:.1f} | "
                       f"{h['psnr']:.2f} |" for h in history[:: max(1, len(history) // 12)] + history[-1:])
-    n_params = info["params"]
-    return f"""# {name}
-
-Small AutoencoderKL (the LDM / VA-VAE architecture, f16 with 32 latent channels: 256×256×3 → 32×16×16)
-trained on simulated radar micro-Doppler gait spectrograms. It is the built-in tokenizer of the default
-pipeline (`params.yaml` → `tokenizer.checkpoint`), so mdgen runs offline on a laptop. For real data use the
-released VA-VAE (`vavae-imagenet256-f16d32-dinov2.pt`), which this file imitates in interface only.
-
-- **File**: `{name}.safetensors`, {info['file_mb']:.2f} MB, {info['dtype']} weights ({n_params / 1e6:.2f} M
-  parameters), upstream key names; the constructor config is in the safetensors metadata (`config`), with
-  the training config, metrics, step count and wall time (`mdgen_training`, `mdgen_metrics`).
-- **Reproduce**: `mdgen tokenizer-train --params data/pretrained/{name}.yaml` ({info['config_file']} holds every
-  parameter). Same seeds and thread count give the same weights on the same machine and torch version;
-  wall time varies with the machine (and with other load on it).
-
-## Architecture
-
-`AutoencoderKL(ch={config['model']['ch']}, ch_mult={config['model']['ch_mult']},
-num_res_blocks={config['model']['num_res_blocks']}, attn_resolutions={config['model']['attn_resolutions']},
-z_channels={config['model']['z_channels']}, embed_dim={config['model']['embed_dim']})` — the VA-VAE layout
-(ch 128, 2 encoder / 3 decoder res blocks per level) scaled down to fit ≤ 10 MB and train on a CPU.
-
-## Data
-
-Simulated with `mdgen.simulate.simulate_dataset` (default `RadarConfig`: 77 GHz, {info['radar']}):
-
-- training: {d['train_users']} users × {d['train_images_per_user']} images, seed {d['train_seed']}
-  ({d['train_users'] * d['train_images_per_user']} images)
-- held-out: {d['heldout_users']} other users × {d['heldout_images_per_user']} images, seed {d['heldout_seed']}
-  ({m['images']} images)
-
-Neither uses the pipeline's `seed: 0`, so the default pipeline's images are unseen by this tokenizer.
-
-## Training
-
-L1{' + ' + str(t['l2_weight']) + '·L2' if t['l2_weight'] else ''} reconstruction of posterior samples +
-{t['kl_weight']:g}·KL (LDM convention: KL summed per latent against the reconstruction summed per image);
-no LPIPS, GAN or DINOv2 alignment. AdamW (lr {t['lr']:g}, betas ({t['beta1']}, {t['beta2']}), weight decay
-{t['weight_decay']:g}), {t['warmup_steps']} warmup steps then cosine decay to {t['min_lr_ratio']:g}·lr,
-gradient clipping {t['grad_clip']}. {t['steps']} steps of {t['batch_size']} random {t['crop']}² crops (offsets
-on the 16-pixel latent grid){f", the last {t['final_steps']} steps on {t['final_crop']}² crops (batch scaled to about the same pixels per step)" if t['final_steps'] else ""}; seed {t['seed']}.
-
-- training wall time: {info['train_seconds'] / 60:.1f} min on {info['machine']} ({info['threads']} threads,
-  torch {torch.__version__}), {info['images_per_s']:.1f} crops/s on average
-- total (simulation + training + evaluation): {info['total_seconds'] / 60:.1f} min
-
-| step | crop | lr | rec loss | KL / image | train PSNR (dB) |
-|---:|---:|---:|---:|---:|---:|
-{curve}
-
-## Reconstruction quality (held-out, full 256×256, uint8)
-
-| decoded from | PSNR (dB) | SSIM |
-|---|---:|---:|
-| posterior mean (what `extract` reports) | {m['psnr']:.2f} (min {m['psnr_min']:.2f}) | {m['ssim']:.4f} |
-| posterior sample (what `extract.sample_posterior: true` encodes) | {m['psnr_sample']:.2f} | {m['ssim_sample']:.4f} |
-
-Latent channels (std of the posterior means over held-out images and positions): min
-{m['channel_std_min']:.4f}, mean {m['channel_std_mean']:.4f}, max {m['channel_std_max']:.4f}; dead
-channels (std ≤ 1 % of the mean): {m['dead_channels'] or 'none'}. Mean posterior std
-{m['posterior_std_mean']:.4f}. Per-channel means are not zero (largest |mean| {m['channel_mean_abs_max']:.3f}),
-which is why the `stats` stage normalises latents before the DiT sees them.
-
-### What the data allows at this compression
-
-f16 with 32 channels keeps 32 numbers per 16×16×3 patch (24× fewer than pixels). The best *linear*
-codec with k numbers per patch (PCA of training patches, same held-out images) reaches:
-
-| numbers per 16×16 patch | {' | '.join(str(k) for k in linear)} |
-|---|{'---:|' * len(linear)}
-| held-out PSNR (dB) | {' | '.join(f"{v:.2f}" for v in linear.values())} |
-
-Most of each image is the radar noise floor: speckle whose grain (~2 rows × a few columns) is far finer
-than the 16-pixel latent grid and is independent from image to image, so it cannot be predicted, only
-transmitted. A nonlinear codec beats the linear one, but not by the margin the linear table says ~28 dB
-would take at 32 numbers per patch; this tokenizer keeps the gait structure (torso, limbs, their periodicity)
-and renders the noise floor as a smoothed texture.
-
-## Limitations
-
-- Below the 28 dB the project aims for; see above for why, measured on the data itself. Noise-floor
-  detail is lost, gait structure is kept. The DiT learns and generates these latents all the same.
-- Trained on simulated spectrograms only; real 77 GHz recordings differ (clutter, multipath, noise
-  texture) — use the real VA-VAE there.
-- Trained in minutes on a CPU: more steps would still improve it slowly (see the curve above).
-"""
+    final_phase = (f", the last {t['final_steps']} steps on {t['final_crop']}² crops (batch scaled to about the "
+                   "same pixels per step)") if t["final_steps"] else ""
+    template = resources.files("mdgen").joinpath(CARD_TEMPLATE).read_text(encoding="utf-8")
+    return template.format(
+        name=name, model=config["model"], d=d, t=t, m=m, info=info, curve=curve, final_phase=final_phase,
+        params_m=info["params"] / 1e6, torch_version=torch.__version__,
+        train_minutes=info["train_seconds"] / 60, total_minutes=info["total_seconds"] / 60,
+        train_images=d["train_users"] * d["train_images_per_user"],
+        l2_term=f" + {t['l2_weight']}·L2" if t["l2_weight"] else "",
+        dead_channels=m["dead_channels"] or "none",
+        linear_sizes=" | ".join(str(k) for k in linear), linear_rule="---:|" * len(linear),
+        linear_psnr=" | ".join(f"{v:.2f}" for v in linear.values()))
 
 
 def _crops_seen(t: dict) -> int:
