@@ -24,11 +24,12 @@ import torch
 from PIL import Image
 
 from mdgen import params
-from mdgen.classifier import features, load_classifier, load_images, predict
+from mdgen.classifier import features, load_classifier, predict
 from mdgen.evaluation import fid_floor, frechet_distance
 from mdgen.generation import SpectrogramGenerator
+from mdgen.images import load_images
+from mdgen.sampling import SamplingOptions
 from mdgen.split import files_and_labels, read_split
-from mdgen.stages.sample import KEYS as SAMPLE_KEYS, sample_kwargs
 from mdgen.training import TrainConfig, train
 
 
@@ -60,7 +61,7 @@ def main() -> None:
     size = judge.config.image_size
     f_val, f_train = features(judge, load_images(val_files, size)), features(judge, load_images(train_files, size))
     for setting in spec.get("samples", [{}]):
-        kw = {**sample_kwargs(p), **setting}
+        kw = {**dataclasses.asdict(params.as_dataclass(SamplingOptions, p, "sample")), **setting}
         t0 = time.perf_counter()
         with tempfile.TemporaryDirectory() as tmp:
             files, labels = [], []

@@ -19,6 +19,8 @@ divides by 4 at once, too coarse for 64-96 px inputs where one row is already ~0
 """
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import math
 from dataclasses import asdict, dataclass
@@ -31,8 +33,8 @@ from PIL import Image
 from torch import nn
 
 from mdgen.images import center_crop_arr, to_tensor
-from mdgen.images import load_images  # noqa: F401 (imported from here by benchmarks/sweep_dit.py)
 from mdgen.io import save_safetensors
+from mdgen.schedules import lr_factor
 
 
 @dataclass(frozen=True)
@@ -196,29 +198,31 @@ def train_classifier(images: np.ndarray, labels, num_classes: int, *, steps: int
     no_decay = [p for p in model.parameters() if p.ndim <= 1]  # BN and biases: decaying them only hurts
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
                              {"params": no_decay, "weight_decay": 0.0}], lr=lr)
-    warmup = max(1, steps // 20)
-
-    def lr_factor(s: int) -> float:
-        if s < warmup:
-            return (s + 1) / warmup
-        return 0.5 * (1 + math.cos(math.pi * (s - warmup) / max(1, steps - warmup)))
-
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, functools.partial(
+        lr_factor, warmup_steps=max(1, steps // 20), max_steps=steps, schedule="cosine"))
     batch_size = min(batch_size, n)
     max_shift = image_size // 8 if augment else 0
     model.train()
     order = torch.empty(0, dtype=torch.long)
-    for _ in range(steps):
-        if order.numel() < batch_size:
-            order = torch.cat([order, torch.randperm(n, generator=gen)])
-        idx, order = order[:batch_size], order[batch_size:]
-        xb = time_shift(x[idx], max_shift, gen)
-        loss = F.cross_entropy(model(xb), labels[idx])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
+    with _conv_kernels(width):
+        for _ in range(steps):
+            if order.numel() < batch_size:
+                order = torch.cat([order, torch.randperm(n, generator=gen)])
+            idx, order = order[:batch_size], order[batch_size:]
+            xb = time_shift(x[idx], max_shift, gen)
+            loss = F.cross_entropy(model(xb), labels[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
     return model.eval()
+
+
+def _conv_kernels(width: int):
+    """torch 2.13's oneDNN corrupts the heap in single-threaded convolution backward with fewer than 8 channels
+    on AVX2-only CPUs (`free(): invalid pointer`, then an abort); such tiny widths (tests, quick trials) take
+    ATen's own kernels. Widths from 8 up, the default 16 included, keep oneDNN and its results."""
+    return contextlib.nullcontext() if width >= 8 else torch.backends.mkldnn.flags(enabled=False)
 
 
 @torch.no_grad()

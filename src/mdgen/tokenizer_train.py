@@ -27,6 +27,7 @@ from mdgen.images import load_images, to_tensor, to_uint8, uint8_to_float
 from mdgen.io import list_images, list_users
 from mdgen.latents import image_batches
 from mdgen.quality import psnr, ssim
+from mdgen.schedules import lr_factor
 from mdgen.tokenizer import AttnBlock, AutoencoderKL, ResnetBlock
 
 log = logging.getLogger(__name__)
@@ -57,12 +58,18 @@ def _load_nchw(files: list[Path], image_size: int) -> torch.Tensor:
     return torch.from_numpy(load_images(files, image_size)).permute(0, 3, 1, 2).contiguous()
 
 
-def lr_at(step: int, *, lr: float, steps: int, warmup_steps: int, min_lr_ratio: float) -> float:
-    """Linear warmup to `lr`, then cosine decay to `min_lr_ratio * lr` at the last step."""
-    if step < warmup_steps:
-        return lr * (step + 1) / warmup_steps
-    progress = (step - warmup_steps) / max(1, steps - 1 - warmup_steps)
-    return lr * (min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+def reconstruction_loss(model: AutoencoderKL, x: torch.Tensor, gen: torch.Generator, *, l1_weight: float,
+                        l2_weight: float, kl_weight: float) -> tuple[torch.Tensor, ...]:
+    """(loss, rec, kl, mse) of one batch of crops in [-1, 1]; kl per image, divided by the pixels as `rec` is."""
+    post = model.encode(x)
+    # decode a posterior sample, as LDM does: the decoder learns to tolerate the latent noise that
+    # sampled extraction (extract.sample_posterior) and DiT samples put in front of it
+    x_hat = model.decode(post.sample(generator=gen))
+    err = x_hat - x
+    mse = err.pow(2).mean()
+    rec = l1_weight * err.abs().mean() + l2_weight * mse
+    kl = kl_per_image(post.mean, post.logvar).mean() / x[0].numel()
+    return rec + kl_weight * kl, rec, kl, mse
 
 
 def kl_per_image(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
@@ -85,6 +92,34 @@ def random_crops(images: torch.Tensor, n: int, crop: int, grid: int, gen: torch.
     batch = torch.stack([images[i, :, t:t + crop, s:s + crop] for i, t, s in zip(idx.tolist(), top.tolist(),
                                                                                   left.tolist())])
     return uint8_to_float(batch)
+
+
+def init_tokenizer(model_config: dict, seed: int, *, init_logvar: float | None = None,
+                   zero_init_residual: bool = False) -> AutoencoderKL:
+    """`AutoencoderKL(**model_config)` initialised from `seed` (without touching the global RNG), with the two
+    init choices of `train_tokenizer` (see its parameters)."""
+    with torch.random.fork_rng(devices=[]):  # seeded init without touching the caller's global RNG
+        torch.manual_seed(seed)
+        model = AutoencoderKL(**model_config)
+    if init_logvar is not None:
+        # With a small kl_weight the posterior ends narrow anyway (narrowing costs ~1e-6 per nat); from the
+        # default init (std ~1 against means of ~0.3) the decoder first sees mostly noise. In a 400-step pilot
+        # on spectrograms -6 and the default trained alike, so this is about where it ends, not speed.
+        with torch.no_grad():
+            model.quant_conv.bias[model.config["embed_dim"]:].fill_(init_logvar)
+    if zero_init_residual:
+        # every block starts as the identity, so the signal first takes the short path through the resampling
+        # convs and depth grows in (the zero-gamma trick of Goyal et al. 2017). Pilot on spectrograms: train PSNR
+        # 13.1 vs 11.3 dB after 200 steps, 15.4 vs 14.6 after 1000: a faster start, not a different endpoint.
+        with torch.no_grad():
+            for module in model.modules():
+                if isinstance(module, ResnetBlock):
+                    module.conv2.weight.zero_()
+                    module.conv2.bias.zero_()
+                elif isinstance(module, AttnBlock):
+                    module.proj_out.weight.zero_()
+                    module.proj_out.bias.zero_()
+    return model
 
 
 def train_tokenizer(images: str | Path | list, *, model_config: dict, steps: int, batch_size: int, lr: float,
@@ -112,34 +147,10 @@ def train_tokenizer(images: str | Path | list, *, model_config: dict, steps: int
     history: one dict per `log_every` steps (and the last): step, lr, crop, loss, rec, kl, psnr (dB, of
     the training crops through posterior samples), images_per_s, seconds.
     """
-    if steps < 1 or batch_size < 1:
-        raise ValueError(f"need steps >= 1 and batch_size >= 1, got steps={steps}, batch_size={batch_size}")
-    if not 0 <= final_steps <= steps or (final_crop is None) != (final_steps == 0):
-        raise ValueError(f"final_crop={final_crop}, final_steps={final_steps}: give both (0 < final_steps <= "
-                         f"steps={steps}) or neither (final_crop null, final_steps 0)")
+    _check_schedule(steps, batch_size, final_crop, final_steps)
     files = collect_files(images)
     data = _load_nchw(files, image_size)
-    with torch.random.fork_rng(devices=[]):  # seeded init without touching the caller's global RNG
-        torch.manual_seed(seed)
-        model = AutoencoderKL(**model_config)
-    if init_logvar is not None:
-        # With a small kl_weight the posterior ends narrow anyway (narrowing costs ~1e-6 per nat); from the
-        # default init (std ~1 against means of ~0.3) the decoder first sees mostly noise. In a 400-step pilot
-        # on spectrograms -6 and the default trained alike, so this is about where it ends, not speed.
-        with torch.no_grad():
-            model.quant_conv.bias[model.config["embed_dim"]:].fill_(init_logvar)
-    if zero_init_residual:
-        # every block starts as the identity, so the signal first takes the short path through the resampling
-        # convs and depth grows in (the zero-gamma trick of Goyal et al. 2017). Pilot on spectrograms: train PSNR
-        # 13.1 vs 11.3 dB after 200 steps, 15.4 vs 14.6 after 1000: a faster start, not a different endpoint.
-        with torch.no_grad():
-            for module in model.modules():
-                if isinstance(module, ResnetBlock):
-                    module.conv2.weight.zero_()
-                    module.conv2.bias.zero_()
-                elif isinstance(module, AttnBlock):
-                    module.proj_out.weight.zero_()
-                    module.proj_out.bias.zero_()
+    model = init_tokenizer(model_config, seed, init_logvar=init_logvar, zero_init_residual=zero_init_residual)
     grid = model.downsample_factor
     for size in (crop, final_crop or crop):
         if size % grid or size > image_size:
@@ -162,19 +173,14 @@ def train_tokenizer(images: str | Path | list, *, model_config: dict, steps: int
             size = final_crop
             n = max(1, round(batch_size * crop ** 2 / final_crop ** 2))
         x = random_crops(data, n, size, grid, gen)
-        current_lr = lr_at(step, lr=lr, steps=steps, warmup_steps=warmup_steps, min_lr_ratio=min_lr_ratio)
+        # cosine from lr to min_lr_ratio * lr at the last step
+        current_lr = lr * lr_factor(step, warmup_steps=warmup_steps, max_steps=steps - 1, schedule="cosine",
+                                    floor=min_lr_ratio)
         for group in opt.param_groups:
             group["lr"] = current_lr
 
-        post = model.encode(x)
-        # decode a posterior sample, as LDM does: the decoder learns to tolerate the latent noise that
-        # sampled extraction (extract.sample_posterior) and DiT samples put in front of it
-        x_hat = model.decode(post.sample(generator=gen))
-        err = x_hat - x
-        mse = err.pow(2).mean()
-        rec = l1_weight * err.abs().mean() + l2_weight * mse
-        kl = kl_per_image(post.mean, post.logvar).mean() / x[0].numel()
-        loss = rec + kl_weight * kl
+        loss, rec, kl, mse = reconstruction_loss(model, x, gen, l1_weight=l1_weight, l2_weight=l2_weight,
+                                                 kl_weight=kl_weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if grad_clip is not None:
@@ -187,10 +193,7 @@ def train_tokenizer(images: str | Path | list, *, model_config: dict, steps: int
         seen += n
         if (step + 1) % log_every == 0 or step == steps - 1:
             now = time.perf_counter()
-            avg = {k: v / n_acc for k, v in sums.items()}
-            # crops are in [-1, 1]: peak-to-peak 2, so PSNR = 10 log10(4 / mse)
-            entry = {"step": step + 1, "lr": current_lr, "crop": size, "loss": avg["loss"], "rec": avg["rec"],
-                     "kl": avg["kl"], "psnr": 10 * math.log10(4.0 / max(avg["mse"], 1e-12)),
+            entry = {"step": step + 1, "lr": current_lr, "crop": size, **_averages(sums, n_acc),
                      "images_per_s": seen / (now - t_log), "seconds": now - t_start}
             history.append(entry)
             bar.set_postfix(loss=f"{entry['loss']:.4f}", psnr=f"{entry['psnr']:.2f}")
@@ -204,6 +207,22 @@ def train_tokenizer(images: str | Path | list, *, model_config: dict, steps: int
             n_acc, seen, t_log = 0, 0, now
     bar.close()
     return model.eval(), history
+
+
+def _check_schedule(steps: int, batch_size: int, final_crop: int | None, final_steps: int) -> None:
+    if steps < 1 or batch_size < 1:
+        raise ValueError(f"need steps >= 1 and batch_size >= 1, got steps={steps}, batch_size={batch_size}")
+    if not 0 <= final_steps <= steps or (final_crop is None) != (final_steps == 0):
+        raise ValueError(f"final_crop={final_crop}, final_steps={final_steps}: give both (0 < final_steps <= "
+                         f"steps={steps}) or neither (final_crop null, final_steps 0)")
+
+
+def _averages(sums: dict[str, float], n: int) -> dict[str, float]:
+    """Mean loss, rec and kl over the last `n` steps, and the PSNR of their mean squared error."""
+    avg = {k: v / n for k, v in sums.items()}
+    # crops are in [-1, 1]: peak-to-peak 2, so PSNR = 10 log10(4 / mse)
+    return {"loss": avg["loss"], "rec": avg["rec"], "kl": avg["kl"],
+            "psnr": 10 * math.log10(4.0 / max(avg["mse"], 1e-12))}
 
 
 def _patches(images: torch.Tensor, patch: int) -> torch.Tensor:

@@ -18,11 +18,6 @@ KEYS = ["seed", "data.image_size", "tokenizer.checkpoint", "sample.images_per_us
         *params.keys_for(SamplingOptions, "sample")]
 
 
-def sample_kwargs(p: dict) -> dict:
-    """Keyword arguments of `SpectrogramGenerator.images` from the stage's params (also for benchmarks/sweep_dit.py)."""
-    return asdict(params.as_dataclass(SamplingOptions, p, "sample"))
-
-
 def main(params_path: str = "params.yaml", model_dir: str = "models/dit", stats_path: str = "data/latents/latents_stats.pt",
          split_path: str = "data/split.json", out_dir: str = "data/samples", plot_path: str = "plots/samples.png",
          metrics_path: str = "metrics/sample.json") -> dict:
