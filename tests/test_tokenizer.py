@@ -20,7 +20,10 @@ from mdgen.tokenizer import AutoencoderKL, infer_config, load_tokenizer, save_to
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 PARITY = json.loads((FIXTURES / "vavae_tiny_parity.json").read_text())
-ATOL = 1e-5
+# float32 kernels differ between CPUs: the fixture came from an AVX-512 machine, and an AVX2-only one decodes up
+# to 3.4e-5 away from it (accumulation order over ~20 convolutions; encoder outputs stay within 4e-6). A wrong
+# layer, key or posterior is off by orders of magnitude more, and the uint8 check below stays at one level.
+ATOL = 1e-4
 TRAINING_KEYS = {
     "loss.logvar": torch.zeros(()),
     "loss.discriminator.main.0.weight": torch.randn(8, 3, 4, 4),
