@@ -122,3 +122,49 @@ def test_person_names_from_a_model_file_must_be_plain_folder_names(ws, tmp_path,
     save_safetensors(load_file(str(ema)), bad, meta)
     with pytest.raises(ValueError, match="is not a plain folder name"):
         read_ema_meta(bad)
+
+
+def test_a_killed_sample_run_keeps_finished_persons_and_never_looks_complete(ws, monkeypatch):
+    from mdgen.generation import SpectrogramGenerator
+    root, params = ws
+    reference = run_sample(root, params, "ref")
+    real_images = SpectrogramGenerator.images
+    calls = []
+
+    def dies_at_the_second_person(self, user, n, **kw):
+        calls.append(user)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # what a kill does to the loop: the first person is on disk, the second not
+        return real_images(self, user, n, **kw)
+
+    monkeypatch.setattr(SpectrogramGenerator, "images", dies_at_the_second_person)
+    with pytest.raises(KeyboardInterrupt):
+        run_sample(root, params, "k")
+    assert not (root / "samples_k").exists()  # DVC never sees a partial set as the output
+    partial = root / ".samples_k.partial"
+    assert sorted(p.name for p in partial.iterdir() if p.is_dir()) == ["ID_1"]
+
+    calls.clear()
+    monkeypatch.setattr(SpectrogramGenerator, "images", lambda self, user, n, **kw: (calls.append(user),
+                                                                                   real_images(self, user, n, **kw))[1])
+    m = run_sample(root, params, "k")
+    assert calls == ["ID_2"] and m["kept_from_interrupted_run"] == 3 and not partial.exists()
+    for user in ("ID_1", "ID_2"):  # the same images as an uninterrupted run
+        for f in sorted((root / "samples_ref" / user).glob("*.png")):
+            assert f.read_bytes() == (root / "samples_k" / user / f.name).read_bytes()
+    assert (root / "samples_k.png").read_bytes() == (root / "samples_ref.png").read_bytes()
+    assert reference["kept_from_interrupted_run"] == 0
+
+
+def test_a_partial_run_of_other_settings_is_not_reused(ws, monkeypatch):
+    from mdgen.generation import SpectrogramGenerator
+    root, params = ws
+    stale = root / ".samples_o.partial/ID_1"
+    stale.mkdir(parents=True)
+    (stale.parent / "fingerprint.json").write_text('{"seed": 12345}')
+    calls = []
+    real_images = SpectrogramGenerator.images
+    monkeypatch.setattr(SpectrogramGenerator, "images", lambda self, user, n, **kw: (calls.append(user),
+                                                                                   real_images(self, user, n, **kw))[1])
+    m = run_sample(root, params, "o")
+    assert calls == ["ID_1", "ID_2"] and m["kept_from_interrupted_run"] == 0

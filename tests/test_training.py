@@ -269,3 +269,29 @@ def test_ddp_train_stage_writes_and_reports_once(tmp_path):
     assert sorted(f.name for f in (tmp_path / "models/dit").iterdir()) == ["ema.safetensors", "last.ckpt"]
     tsv = (tmp_path / "metrics/train/plots/metrics/val/loss.tsv").read_text().splitlines()[1:]
     assert [int(row.split("\t")[0]) for row in tsv] == [2, 4]  # once per validation, not once per rank
+
+
+def stage_workspace(root: Path, **train) -> Path:
+    """data/latents and a params.yaml (the repo's, with a tiny model and `train` overrides) for `mdgen train`."""
+    make_latents(root / "data/latents")
+    tree = params.read_yaml(REPO / "params.yaml")
+    tree["model"]["name"] = "LightningDiT-Tiny/1"
+    tree["train"].update(dict(max_steps=2, batch_size=4, warmup_steps=0, compile=False, accelerator="cpu"), **train)
+    (root / "params.yaml").write_text(yaml.safe_dump(tree))
+    return root
+
+
+def test_a_gpu_asked_for_on_a_machine_without_one_is_one_line(tmp_path, monkeypatch, capsys):
+    from mdgen import cli
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.chdir(stage_workspace(tmp_path, accelerator="gpu"))
+    assert cli.main(["train"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("mdgen train: error: train.accelerator = 'gpu'") and err.count("\n") == 1, err
+    # and what Lightning itself refuses (here: a strategy on a device it cannot use) is one line too
+    monkeypatch.chdir(stage_workspace(tmp_path / "mps", accelerator="mps"))
+    assert cli.main(["train"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("mdgen train: error:") and err.count("\n") == 1 and "Traceback" not in err, err
+    assert cli.user_error(FloatingPointError("non-finite training loss nan at step 3"))
+    assert not cli.user_error(ZeroDivisionError())  # a bug keeps its traceback

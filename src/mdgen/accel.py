@@ -36,7 +36,8 @@ def cpu_has_native_bf16() -> bool:
 def cuda_has_native_bf16(device: torch.device | int | None = None) -> bool:
     """bf16 tensor cores arrived with Ampere (compute capability 8.0): A100, RTX 30xx, L4, H100. T4 (7.5),
     V100 (7.0) and P100 (6.0) emulate bf16, slowly, so mixed precision there means fp16."""
-    return torch.cuda.get_device_capability(device)[0] >= 8
+    # no CUDA at all: False, and the Trainer then says that the GPU asked for is not there
+    return torch.cuda.is_available() and torch.cuda.get_device_capability(device)[0] >= 8
 
 
 def autocast_dtype(device: torch.device, precision: str = "auto", *, fp16_safe: bool = True) -> torch.dtype | None:
@@ -57,6 +58,11 @@ def autocast_dtype(device: torch.device, precision: str = "auto", *, fp16_safe: 
     if precision == "fp16" and not fp16_safe:
         return None
     return AUTOCAST_DTYPES[precision]
+
+
+def dtype_name(dtype: torch.dtype | None) -> str:
+    """The precision name of an autocast dtype from `autocast_dtype` (None: fp32)."""
+    return next(name for name, d in AUTOCAST_DTYPES.items() if d == dtype)
 
 
 def lightning_precision(precision: str, accelerator: str) -> str:

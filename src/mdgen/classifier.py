@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from torch import nn
+from tqdm import tqdm
 
 from mdgen.images import center_crop_arr, to_tensor
 from mdgen.io import save_safetensors
@@ -171,7 +172,7 @@ def set_threads(n: int) -> None:
 
 def train_classifier(images: np.ndarray, labels, num_classes: int, *, steps: int, batch_size: int, lr: float,
                      weight_decay: float, image_size: int, width: int, seed: int, augment: bool = True,
-                     blocks: tuple[int, ...] = (2, 2, 2, 2)) -> SpectrogramResNet:
+                     blocks: tuple[int, ...] = (2, 2, 2, 2), progress: str | None = None) -> SpectrogramResNet:
     """Train from scratch on uint8 images [N, H, W, 3] with integer labels; returns the model in eval mode.
 
     Length is counted in optimiser steps, not epochs, so that training sets of different sizes
@@ -179,6 +180,7 @@ def train_classifier(images: np.ndarray, labels, num_classes: int, *, steps: int
     Batches walk through seeded permutations of the data (epoch after epoch); AdamW with a
     linear warm-up over the first 5 % of steps, then cosine decay to zero. Everything random
     (weights, order, augmentation) comes from `seed`, so a run repeats exactly on the same CPU.
+    `progress`: the label of a progress bar (steps done, rate, time left) on stderr; None: silent.
     """
     labels = torch.as_tensor(np.asarray(labels), dtype=torch.long)
     x = prepare(images, image_size)
@@ -204,7 +206,8 @@ def train_classifier(images: np.ndarray, labels, num_classes: int, *, steps: int
     max_shift = image_size // 8 if augment else 0
     model.train()
     order = torch.empty(0, dtype=torch.long)
-    with _conv_kernels(width):
+    bar = tqdm(total=steps, desc=progress, unit="step", disable=progress is None, mininterval=5.0)
+    with _conv_kernels(width), bar:
         for _ in range(steps):
             if order.numel() < batch_size:
                 order = torch.cat([order, torch.randperm(n, generator=gen)])
@@ -215,6 +218,8 @@ def train_classifier(images: np.ndarray, labels, num_classes: int, *, steps: int
             loss.backward()
             opt.step()
             sched.step()
+            bar.update()
+            bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
     return model.eval()
 
 

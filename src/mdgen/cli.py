@@ -53,6 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--model-dir", default="models/dit")
     g.add_argument("--stats", default="data/latents/latents_stats.pt")
     g.add_argument("--params", default="params.yaml", help="parameters file for the other sampling knobs")
+    g.add_argument("--allow-other-tokenizer", action="store_true",
+                   help="decode with tokenizer.checkpoint although the model's latents came from another one")
     e = sub.add_parser("export-dit", help="write models/dit/last.ckpt as upstream LightningDiT's .pt ({'model','ema'})")
     e.add_argument("--ckpt", default="models/dit/last.ckpt", help="Lightning checkpoint of `mdgen train`")
     e.add_argument("--out", default="models/dit/upstream.pt", help="output .pt (default: models/dit/upstream.pt)")
@@ -67,13 +69,22 @@ def main(argv: list[str] | None = None) -> int:
             print(f"export-dit: {r['tensors']} tensors per part (step {r['step']}) -> {r['path']}")
         else:
             importlib.import_module(COMMANDS[args.command][0]).main(params_path=args.params)
-    except (ValueError, FileNotFoundError, KeyError, RuntimeError) as e:
-        if args.debug:
+    except Exception as e:  # noqa: BLE001 -- sorted below: a user's mistake is one line, a bug a traceback
+        if args.debug or not user_error(e):
             raise
         # one line, naming the file/key: the library's messages are written to be read alone
         print(f"mdgen {args.command}: error: {e}", file=sys.stderr)
         return 1
     return 0
+
+
+def user_error(e: BaseException) -> bool:
+    """Errors that say what the user must change: bad params or files, a diverging run (FloatingPointError),
+    and Lightning's configuration errors (e.g. `train.accelerator=gpu` on a machine without one)."""
+    if isinstance(e, (ValueError, FileNotFoundError, KeyError, RuntimeError, FloatingPointError)):
+        return True
+    lightning = sys.modules.get("lightning.fabric.utilities.exceptions")  # only if the command imported it
+    return lightning is not None and isinstance(e, lightning.MisconfigurationException)
 
 
 def generate(args: argparse.Namespace) -> None:
@@ -94,7 +105,8 @@ def generate(args: argparse.Namespace) -> None:
                       steps=options.steps if args.steps is None else args.steps)
     ema = Path(args.model_dir) / "ema.safetensors"
     SpectrogramGenerator.check_user(ema, args.user)
-    gen = SpectrogramGenerator.load(ema, args.stats, p["tokenizer.checkpoint"])
+    gen = SpectrogramGenerator.load(ema, args.stats, p["tokenizer.checkpoint"],
+                                    allow_other_tokenizer=args.allow_other_tokenizer)
     imgs, _ = gen.images(args.user, args.n, seed=p["seed"] if args.seed is None else args.seed, **asdict(options))
     out = Path(args.out)
     for k, im in enumerate(imgs):

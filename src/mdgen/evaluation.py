@@ -245,7 +245,7 @@ def fewshot_indices(labels: np.ndarray, per_class: int, seed: int) -> np.ndarray
 
 def augmentation_gain(train_images: np.ndarray, train_labels: np.ndarray, val_images: np.ndarray,
                       val_labels: np.ndarray, gen_images: np.ndarray, gen_labels: np.ndarray, num_classes: int, *,
-                      fewshot_per_user: int, seeds: list[int], recipe: dict) -> dict:
+                      fewshot_per_user: int, seeds: list[int], recipe: dict, progress: bool = False) -> dict:
     """Does adding generated samples help a classifier that sees only a few real ones?
 
     Per seed: draw `fewshot_per_user` real train images per user, train the classifier recipe
@@ -260,10 +260,11 @@ def augmentation_gain(train_images: np.ndarray, train_labels: np.ndarray, val_im
     for seed in seeds:
         idx = fewshot_indices(train_labels, fewshot_per_user, seed)
         x, y = train_images[idx], np.asarray(train_labels)[idx]
-        m = train_classifier(x, y, num_classes, seed=seed, **recipe)
+        m = train_classifier(x, y, num_classes, seed=seed, **recipe,
+                             progress=f"few-shot seed {seed}, real only" if progress else None)
         real_only.append(accuracy(m, val_images, val_labels))
         m = train_classifier(np.concatenate([x, gen_images]), np.concatenate([y, np.asarray(gen_labels)]), num_classes,
-                             seed=seed, **recipe)
+                             seed=seed, **recipe, progress=f"few-shot seed {seed}, + generated" if progress else None)
         augmented.append(accuracy(m, val_images, val_labels))
     real_only, augmented = np.array(real_only), np.array(augmented)
     gain = augmented - real_only

@@ -2,23 +2,28 @@
 
 Loads the EMA LightningDiT, the latent statistics it was trained with and the frozen
 tokenizer once; `images(...)` then samples latents for a user, de-normalises them and
-decodes them to uint8 RGB. Used by the `sample` stage and by `mdgen generate`.
+decodes them to uint8 RGB. Used by the `sample` stage and by `mdgen generate`;
+`write_samples` writes a whole set, resumably.
 """
 from __future__ import annotations
 
+import json
+import os
+import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from mdgen.accel import autocast_dtype
 from mdgen.checkpoints import load_ema, read_ema_meta
-from mdgen.images import to_uint8
-from mdgen.io import file_sha256
+from mdgen.images import save_png, to_uint8
+from mdgen.io import atomic_path, file_sha256, write_json
 from mdgen.latents import denormalize, load_stats
-from mdgen.sampling import sample_latents
+from mdgen.sampling import SamplingOptions, sample_latents
 from mdgen.tokenizer import load_tokenizer
 
 
@@ -37,6 +42,7 @@ class SpectrogramGenerator:
     users: list[str]
     latent_multiplier: float
     device: torch.device
+    sources: dict  # sha256 of the EMA weights, stats and tokenizer files: what the images depend on
 
     @staticmethod
     def check_user(ema_path: str | Path, user: str) -> None:
@@ -55,14 +61,17 @@ class SpectrogramGenerator:
         if meta.get("stats_sha256") and meta["stats_sha256"] != file_sha256(stats_path):
             raise ValueError(f"{stats_path} is not the latent statistics {ema_path} was trained with "
                              "(sha256 differs); re-run `train` or restore the matching stats")
-        trained_with = meta.get("tokenizer_sha256")
-        if trained_with and not allow_other_tokenizer and trained_with != file_sha256(tokenizer_path):
+        trained_with, tokenizer_sha = meta.get("tokenizer_sha256"), file_sha256(tokenizer_path)
+        if trained_with and not allow_other_tokenizer and trained_with != tokenizer_sha:
             raise ValueError(f"tokenizer {tokenizer_path} is not the one whose latents {ema_path} was trained on "
-                             f"(sha256 {file_sha256(tokenizer_path)[:12]}..., the model's latents came from "
+                             f"(sha256 {tokenizer_sha[:12]}..., the model's latents came from "
                              f"{trained_with[:12]}...); set tokenizer.checkpoint to that file, or pass "
                              "--allow-other-tokenizer to `mdgen generate` if decoding with another one is intended")
         tokenizer = load_tokenizer(tokenizer_path, device=device)
-        return cls(model, tokenizer, stats, list(meta["users"]), float(meta.get("latent_multiplier", 1.0)), device)
+        sources = {"ema_sha256": file_sha256(ema_path), "stats_sha256": file_sha256(stats_path),
+                   "tokenizer_sha256": tokenizer_sha}
+        return cls(model, tokenizer, stats, list(meta["users"]), float(meta.get("latent_multiplier", 1.0)), device,
+                   sources)
 
     def label(self, user: str) -> int:
         return user_index(self.users, user)
@@ -94,3 +103,42 @@ class SpectrogramGenerator:
             out.append(to_uint8(x.float().cpu()))
         t2 = time.perf_counter()
         return np.concatenate(out), {"sample_s": t1 - t0, "decode_s": t2 - t1}
+
+
+def write_samples(gen: SpectrogramGenerator, out_dir: str | Path, n: int, *, seed: int, options: SamplingOptions,
+                  progress: bool = True) -> dict:
+    """`n` PNGs per person into `out_dir/<person>/`, resumably; returns timings and the persons kept.
+
+    Persons are written one by one into `.<out_dir>.partial/` beside `out_dir`, each folder atomically,
+    with a fingerprint of everything the images depend on (weights, stats, tokenizer, n, seed, options).
+    A run killed after 25 of 31 persons leaves 25 finished folders there, and a rerun with the same
+    fingerprint samples only the other 6 (another fingerprint starts afresh). `out_dir` appears only
+    when every person is written, so DVC never takes a partial set for the stage's output.
+    """
+    out_dir = Path(out_dir)
+    partial = out_dir.with_name(f".{out_dir.name}.partial")
+    fingerprint = {**gen.sources, "users": gen.users, "images_per_user": n, "seed": seed, "options": asdict(options)}
+    record = partial / "fingerprint.json"
+    if partial.exists() and not (record.is_file() and json.loads(record.read_text()) == fingerprint):
+        shutil.rmtree(partial)  # an interrupted run of another configuration
+    write_json(record, fingerprint)
+    kept = [u for u in gen.users if (partial / u).is_dir()]
+    timing = {"sample_s": 0.0, "decode_s": 0.0}
+    bar = tqdm(total=n * len(gen.users), initial=n * len(kept), desc="sample", unit="img", disable=not progress)
+    if kept:
+        bar.write(f"sample: {len(kept)} of {len(gen.users)} persons kept from an interrupted run ({partial})")
+    with bar:
+        for i, user in enumerate(gen.users):
+            if user not in kept:
+                imgs, t = gen.images(user, n, seed=seed, **asdict(options))
+                with atomic_path(partial / user) as tmp:
+                    for k, im in enumerate(imgs):
+                        save_png(tmp / f"{k:05d}.png", im)
+                timing = {k: timing[k] + t[k] for k in timing}
+                bar.update(n)
+            bar.set_postfix(persons=f"{i + 1}/{len(gen.users)}")
+    record.unlink()
+    if out_dir.is_dir():
+        shutil.rmtree(out_dir)
+    os.replace(partial, out_dir)
+    return {**timing, "kept_users": len(kept), "generated_images": n * (len(gen.users) - len(kept))}

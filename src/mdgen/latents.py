@@ -90,14 +90,18 @@ def image_batches(files: list[Path], image_size: int, batch_size: int) -> Iterat
 @torch.no_grad()
 def reconstruct(model, files: list[Path], *, image_size: int, batch_size: int,
                 device: str | torch.device = "cpu", precision: str = "auto") -> tuple[np.ndarray, np.ndarray, float]:
-    """(originals, reconstructions) as uint8 [N,H,W,3] through the posterior mean, and images/s."""
+    """(originals, reconstructions) as uint8 [N,H,W,3] through the posterior mean, and images/s.
+
+    Encodes in `precision` and decodes in it too, except fp16 (see `mdgen.accel.autocast_dtype`)."""
     device = torch.device(device)
-    amp = autocast_dtype(device, precision)
+    amp, decode_amp = autocast_dtype(device, precision), autocast_dtype(device, precision, fp16_safe=False)
     originals, recons = [], []
     t0 = time.perf_counter()
     for batch in image_batches(files, image_size, batch_size):
         with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
-            rec = model.decode(model.encode(to_tensor(batch).to(device)).mode())
+            z = model.encode(to_tensor(batch).to(device)).mode()
+        with torch.autocast(device.type, dtype=decode_amp, enabled=decode_amp is not None):
+            rec = model.decode(z)
         originals.append(batch)
         recons.append(to_uint8(rec.float().cpu()))
     rate = len(files) / max(time.perf_counter() - t0, 1e-9)

@@ -341,6 +341,9 @@ def train(config: TrainConfig, *, train_path: str | Path, val_path: str | Path, 
     same metrics back; files are written by global rank zero only (see `is_rank_zero`).
     """
     c = config
+    if c.accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise ValueError(f"train.accelerator = {c.accelerator!r}, but torch {torch.__version__} sees no CUDA GPU "
+                         "(a CPU build, or no driver); use train.accelerator: auto or cpu")
     out_dir, metrics_dir = Path(out_dir), Path(metrics_dir)
     train_ds, val_ds = _datasets(c, train_path, val_path, stats_path)
     ch, h, _ = train_ds.latent_shape

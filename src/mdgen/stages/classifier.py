@@ -35,7 +35,7 @@ def main(params_path: str = "params.yaml", split_path: str = "data/split.json",
     t0 = time.perf_counter()
     recipe = params.as_dataclass(Recipe, p, "classifier")
     model = train_classifier(x_train, y_train, len(users), seed=p["seed"], steps=p["classifier.steps"],
-                             **asdict(recipe))
+                             **asdict(recipe), progress="classifier")
     train_s = time.perf_counter() - t0
     pred_val = predict(model, x_val).argmax(1)
     pred_train = predict(model, x_train).argmax(1)

@@ -194,7 +194,7 @@ def augmentation(d: Inputs, p: dict) -> dict:
     recipe = {**asdict(params.as_dataclass(Recipe, p, "classifier")), "steps": p["evaluate.fewshot_steps"]}
     aug = augmentation_gain(d.x_train, d.y_train, d.x_val, d.y_val, d.x_gen, d.y_gen, len(d.users),
                             fewshot_per_user=p["evaluate.fewshot_per_user"],
-                            seeds=[p["seed"] + i for i in range(p["evaluate.seeds"])], recipe=recipe)
+                            seeds=[p["seed"] + i for i in range(p["evaluate.seeds"])], recipe=recipe, progress=True)
     section = {k: v for k, v in aug.items() if not isinstance(v, list)}
     section["per_seed"] = {f"seed_{s}": {"real_only": a, "real_plus_generated": b}
                            for s, a, b in zip(aug["seeds"], aug["real_only"], aug["real_plus_generated"])}
@@ -223,12 +223,21 @@ def main(params_path: str = "params.yaml", split_path: str = "data/split.json",
     p = params.read(KEYS, params_path)
     set_threads(p["classifier.threads"])
     t0 = time.perf_counter()
+
+    def say(what: str) -> None:  # a progress line per section: the stage runs for minutes
+        print(f"evaluate: {what} ({time.perf_counter() - t0:.0f} s)", flush=True)
+
     d = load_inputs(p["data.image_size"], split_path, classifier_path, samples_dir)
+    say(f"{len(d.gen_files)} samples, {len(d.x_train)} real train and {len(d.x_val)} real val images loaded")
     conditional, accuracy = conditional_accuracy(d)
     feats = {part: features(d.model, x) for part, x in (("train", d.x_train), ("val", d.x_val), ("gen", d.x_gen))}
+    say("conditional accuracy and judge features done; distribution (FID, KID, precision/recall)")
     metrics = {"conditional": conditional, "distribution": distribution(d, feats, p)}
+    say("memorisation")
     metrics["memorisation"], pairs = memorisation(feats, p)
+    say("kinematics")
     metrics["kinematics"], gait_panels = kinematics(d, p["data.image_size"])
+    say(f"few-shot augmentation gain ({p['evaluate.seeds']} seeds x 2 classifiers)")
     metrics["augmentation"] = augmentation(d, p)
     metrics["wall_s"] = round(time.perf_counter() - t0, 1)
     write_plots(Path(plots_dir), d, accuracy, pairs, gait_panels)

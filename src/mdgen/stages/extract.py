@@ -20,7 +20,7 @@ from mdgen.split import files_and_labels, read_split
 from mdgen.tokenizer import load_tokenizer
 
 KEYS = ["seed", "data.image_size", "tokenizer.checkpoint", "extract.batch_size", "extract.flip",
-        "extract.sample_posterior", "extract.plot_per_user"]
+        "extract.sample_posterior", "extract.plot_per_user", "extract.precision"]
 
 
 def main(params_path: str = "params.yaml", split_path: str = "data/split.json", out_dir: str = "data/latents",
@@ -31,9 +31,9 @@ def main(params_path: str = "params.yaml", split_path: str = "data/split.json", 
     ckpt = p["tokenizer.checkpoint"]
     model = load_tokenizer(ckpt, device=device)
     sha = file_sha256(ckpt)
-    # the latents are the dataset: fp32 on every CPU (emulated bf16 is slow, native bf16 would change
-    # them with the machine), bf16 autocast on CUDA
-    precision = "auto" if device.type == "cuda" else "fp32"
+    precision = p["extract.precision"]
+    if precision == "auto" and device.type == "cpu":
+        precision = "fp32"  # the latents are the dataset: a CPU with native bf16 must not change them
     size = p["data.image_size"]
     t0 = time.perf_counter()
     n_images = 0
