@@ -58,7 +58,8 @@ class SpectrogramGenerator:
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         model, meta = load_ema(ema_path, device)
         stats = load_stats(stats_path, channels=model.in_channels)
-        if meta.get("stats_sha256") and meta["stats_sha256"] != file_sha256(stats_path):
+        stats_sha = file_sha256(stats_path)
+        if meta.get("stats_sha256") and meta["stats_sha256"] != stats_sha:
             raise ValueError(f"{stats_path} is not the latent statistics {ema_path} was trained with "
                              "(sha256 differs); re-run `train` or restore the matching stats")
         trained_with, tokenizer_sha = meta.get("tokenizer_sha256"), file_sha256(tokenizer_path)
@@ -68,7 +69,7 @@ class SpectrogramGenerator:
                              f"{trained_with[:12]}...); set tokenizer.checkpoint to that file, or pass "
                              "--allow-other-tokenizer to `mdgen generate` if decoding with another one is intended")
         tokenizer = load_tokenizer(tokenizer_path, device=device)
-        sources = {"ema_sha256": file_sha256(ema_path), "stats_sha256": file_sha256(stats_path),
+        sources = {"ema_sha256": file_sha256(ema_path), "stats_sha256": stats_sha,
                    "tokenizer_sha256": tokenizer_sha}
         return cls(model, tokenizer, stats, list(meta["users"]), float(meta.get("latent_multiplier", 1.0)), device,
                    sources)

@@ -9,10 +9,10 @@ from collections.abc import Callable
 
 import torch
 
-from mdgen.accel import compiled_or_eager
+from mdgen.accel import AUTOCAST_DTYPES, compiled_or_eager
 from mdgen.dit import build_dit
 
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
+PRECISIONS = {k: AUTOCAST_DTYPES[k] for k in ("fp32", "bf16")}  # the precisions the benchmark compares
 SDPA_BACKENDS = ("auto", "flash", "efficient", "cudnn", "math")
 
 # Dense (no sparsity) datasheet peaks in TFLOP/s as (bf16, tf32, fp32), matched in order against the
