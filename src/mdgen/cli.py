@@ -13,6 +13,7 @@ import sys
 # DVC stage command -> (module, help)
 STAGES = {
     "simulate": ("mdgen.stages.simulate", "simulate gait spectrograms -> data/simulated/"),
+    "texture": ("mdgen.stages.texture", "texture card of the images against a real-data reference -> metrics/texture.json"),
     "split": ("mdgen.stages.split", "per-user train/val split -> data/split.json"),
     "extract": ("mdgen.stages.extract", "encode images with the tokenizer -> data/latents/{train,val}.safetensors"),
     "stats": ("mdgen.stages.stats", "per-channel latent statistics -> data/latents/latents_stats.pt"),

@@ -67,6 +67,8 @@ SCHEMA: dict[str, Spec] = {
     "data.image_size": Int(16, 4096),
     "simulate.users": Int(2, 1000),
     "simulate.images_per_user": Int(2, 100000),
+    "texture.images": Int(1),
+    "texture.reference": Str(optional=True),
     "split.val_fraction": Float(0.0, 1.0, lo_open=True, hi_open=True),
     "split.mode": Choice("blocks", "random"),
     "split.block_size": Int(1),

@@ -3,13 +3,17 @@
 A person walks away from a 77 GHz radar. Their joints follow the Boulic-Thalmann global
 human walking model as parameterised in V. C. Chen, "The Micro-Doppler Effect in Radar"
 (Artech House, 2011), ch. 4. Every body segment is an ellipsoid: a specular return at its
-centre with Chen's aspect-dependent RCS, plus diffuse glints spread along it (rough skin and
-clothing), each with slow amplitude fading; the baseband slow-time return
+centre with Chen's aspect-dependent RCS, cut by the Ament roughness factor of skin and clothing
+at 3.9 mm, plus diffuse glints spread along it, each with slow amplitude fading and the
+two-way gain of the antenna's elevation pattern; the baseband slow-time return
 s(t) = sum_k sqrt(sigma_k) exp(-j 4 pi R_k / lambda) gets static clutter, white noise at a
-peak SNR and an MTI high-pass, then a Hann STFT. The dB spectrogram is cropped to the image
-velocity axis (+-3.8 m/s, zero in the middle) and painted with matplotlib's `jet`, positive
-velocity up, like the real 77 GHz FMCW gait data this project targets (256x256 RGB PNG, one
-folder per person).
+peak SNR and an MTI high-pass. As a 77 GHz FMCW chain forms it, the spectrogram is the power
+sum over the range bins around the walker (each with its own noise), of 40 ms Hann Doppler
+frames, two consecutive frames averaged in power. The dB spectrogram is cropped to the image
+velocity axis (+-3.8 m/s, zero in the middle), its top 46 dB painted with matplotlib's `jet`
+(the noise floor falls below the scale: flat navy), positive velocity up, like the real 77 GHz
+FMCW gait data this project targets (256x256 RGB PNG, one folder per person). The texture card
+(`mdgen.texture`, the `texture` stage) holds the images against a real set's figures.
 
 Velocity throughout is Doppler velocity lambda*f_D/2: positive approaches the radar, so a
 person walking away shows up below zero, as in the targeted recordings (torso band at about
@@ -17,8 +21,8 @@ person walking away shows up below zero, as in the targeted recordings (torso ba
 
     users = sample_users(8, seed=0)
     spec = simulate_spectrogram(users[0], seed=3)        # Spectrogram: db, velocity, time, truth
-    rgb = spectrogram_to_rgb(spec, dynamic_range_db=40)   # uint8 [256, 256, 3]
-    simulate_dataset("data/simulated", 8, 60, seed=0)     # ID_<n>/<k>.png + users.json
+    rgb = spectrogram_to_rgb(spec, dynamic_range_db=46)   # uint8 [256, 256, 3]
+    simulate_dataset("data/simulated", 8, 120, seed=0)    # ID_<n>/<k>.png + users.json
 """
 from __future__ import annotations
 
@@ -36,7 +40,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib import colormaps
 from PIL import Image
-from scipy import signal
+from scipy import ndimage, signal
 from scipy.interpolate import PchipInterpolator
 from tqdm import tqdm
 
@@ -59,36 +63,58 @@ class RadarConfig:
     prf_hz: float = 8000.0
     # about two gait cycles (four steps) of an average walker (D_c ~ 1.1 s), as in the real data
     duration_s: float = 2.3
-    window_s: float = 0.096          # STFT Hann window: 96 ms resolves ~0.02 m/s yet follows the feet
-    nfft: int = 1024
+    # One Doppler frame: 320 chirps, 40 ms, the coherent processing interval of a 77 GHz FMCW
+    # board's frame. Its Hann resolution of ~0.07 m/s spans 2-3 image rows, so the image is smooth
+    # along Doppler at pixel scale, as real spectrograms are (a 96 ms window made every row its own
+    # speckle: 25 against the real set's 9 in the texture card's lag1_v).
+    window_s: float = 0.04
+    nfft: int = 512                  # zero-padded to about one FFT bin per image row
     image_size: int = 256
     # Image rows span +-image_v_max with zero velocity in the middle row, as a fftshift-ed
     # Doppler axis does. 3.8 m/s puts a 0.9-1.6 m/s torso at rows 157-183 (the real data's
     # torso band sits at rows 157-185) and leaves room below it for limbs reaching ~3x the torso.
     image_v_max: float = 3.8
-    dynamic_range_db: float = 40.0
     radar_height_m: float = 1.0      # tripod-mounted evaluation board
     # Pelvis range at the first pulse. The walker recedes 2-4 m during an image, so the 1/R^4
     # power loss dims the end by 6-10 dB; closer starts would make that trend dominate.
     start_range_m: float = 5.0
-    # Peak SNR: the strongest cell of the walker's spectrogram over the mean noise power per
-    # cell. 38 +- 3 dB puts the noise just under the bottom of the 40 dB range: a deep-blue,
-    # speckled background covering 55-80 % of the image, as in the real data.
-    snr_db: float = 38.0
+    # Peak SNR: the strongest cell of the walker's spectrogram over the mean noise power per cell,
+    # for a person at 5-9 m from a 77 GHz board (radar equation with ~12 dBsm of body, tens of
+    # dBi of array gain, a 40 ms coherent frame). The image shows the top dynamic_range_db of it:
+    # the noise floor, averaged over range bins and frames below, sits a few dB under the bottom
+    # of the colour scale, so it paints flat navy with sparse speckle, as the real set's floor
+    # (texture card navy_share 0.67, flat_h 0.48); 38 dB with a 40 dB scale painted speckle
+    # everywhere.
+    snr_db: float = 58.0
+    dynamic_range_db: float = 46.0
     clutter_db: float | None = 20.0  # static clutter power relative to the walker; None: no clutter
     # MTI high-pass cut-off as a velocity (None: no MTI): removes the static clutter and leaves
     # the thin notch at zero Doppler that real clutter-removed spectrograms show.
     mti_cutoff_mps: float | None = 0.1
     # Diffuse glints per metre of segment, besides its specular point: 20/m (about 100 on a
-    # body) fills the limb traces into a speckled band; fewer leave separate thin lines.
+    # body) fills the limb traces into a band; fewer leave separate thin lines.
     glints_per_m: float = 20.0
     fading_db: float = 1.5           # std of each segment's slow amplitude fading (clothing, posture)
     fading_time_s: float = 0.25      # its correlation time, about a quarter step
-    # Soft-tissue and clothing wobble of each segment's specular point: a range jitter of this
-    # std, renewed every jitter_time_s (faster than the STFT window, so it broadens the otherwise
-    # razor-thin specular lines instead of bending them).
-    jitter_m: float = 0.0005
-    jitter_time_s: float = 0.01
+    # Rms height of skin and clothing folds. At lambda = 3.9 mm, 1 mm leaves exp(-(4 pi h/lambda)^2)
+    # = -45 dB of the smooth-ellipsoid specular return (Ament's roughness factor): at 77 GHz a body
+    # scatters diffusely, so the torso does not outshine the limbs by the 20 dB of smooth ellipsoids.
+    roughness_m: float = 0.001
+    # Backscatter coefficient of that rough surface on the projected area (sigma0 of rough
+    # dielectric surfaces at mm-wave is -10 to 0 dB).
+    diffuse_reflectivity: float = 0.3
+    # Full 3 dB elevation beamwidth of the board's antenna array (patch arrays: 15-30 deg). At
+    # 1 m height the feet sit 6-11 deg below boresight, so the two-way pattern dims them by up to
+    # 13 dB against the torso; None: isotropic.
+    elevation_beamwidth_deg: float | None = 15.0
+    # Range bins summed into the spectrogram: with GHz of sweep bandwidth a body spans several
+    # range cells, and the micro-Doppler spectrogram is the power sum over the cells around the
+    # walker. Each cell brings its own independent noise, so the summed floor is steady (its
+    # spread shrinks as 1/sqrt(bins)) instead of exponential speckle.
+    range_bins: int = 8
+    # Consecutive frames averaged in power (non-coherent integration, as radar displays do):
+    # halves the remaining speckle along time at a cost of 18 ms of time resolution.
+    frames_averaged: int = 2
 
     @property
     def wavelength_m(self) -> float:
@@ -102,6 +128,8 @@ class RadarConfig:
     def __post_init__(self):
         assert self.image_v_max < self.nyquist_mps, (
             f"image_v_max={self.image_v_max} m/s exceeds the Nyquist velocity {self.nyquist_mps:.2f} m/s")
+        assert self.range_bins >= 1 and self.frames_averaged >= 1, (
+            f"range_bins={self.range_bins} and frames_averaged={self.frames_averaged} must be >= 1")
         assert self.nfft >= round(self.window_s * self.prf_hz), (
             f"nfft={self.nfft} is shorter than the window ({round(self.window_s * self.prf_hz)} samples)")
 
@@ -138,11 +166,6 @@ ELLIPSOID_RADIUS = {
 }
 
 TORSO_KINDS = ("head", "torso", "shoulder", "hip")  # scaled by the user's torso RCS factor
-
-# Backscatter coefficient of the rough body surface (skin, clothing) at 77 GHz, applied to the
-# projected area: -10 dB, the order of sigma0 of rough dielectric surfaces at mm-wave. It keeps
-# tilted limbs faintly visible between their specular flashes.
-DIFFUSE_REFLECTIVITY = 0.1
 
 # Pulses between evaluations of the body geometry: at 8 kHz that is 2 kHz, far above the
 # gait's motion bandwidth; linear range interpolation over 0.5 ms errs < 5 um (0.015 rad)
@@ -376,14 +399,14 @@ def segment_lengths(user: dict) -> dict[str, float]:
     return {k: f * user["height_m"] * user["segment_scale"][k] for k, f in SEGMENT_FRACTIONS.items()}
 
 
-def diffuse_rcs(a: float, c: float, cos_theta: np.ndarray) -> np.ndarray:
-    """Diffuse RCS (m^2): DIFFUSE_REFLECTIVITY times the ellipsoid's projected area.
+def diffuse_rcs(a: float, c: float, cos_theta: np.ndarray, reflectivity: float) -> np.ndarray:
+    """Diffuse RCS (m^2): `reflectivity` times the ellipsoid's projected area.
 
     Skin and clothing are rough at 3.9 mm, so a limb keeps returning power when it is tilted
     away from the specular direction, where the smooth-ellipsoid formula falls by 20-30 dB.
     """
     cos2 = np.clip(cos_theta**2, 0.0, 1.0)
-    return DIFFUSE_REFLECTIVITY * np.pi * a * np.sqrt(a**2 * cos2 + c**2 * (1.0 - cos2))
+    return reflectivity * np.pi * a * np.sqrt(a**2 * cos2 + c**2 * (1.0 - cos2))
 
 
 def ellipsoid_rcs(a: float, c: float, cos_theta: np.ndarray) -> np.ndarray:
@@ -526,6 +549,9 @@ def simulate_spectrogram(user: dict, seed: int, radar: RadarConfig = RadarConfig
     turn = _rotation("z", params["aspect_deg"])[:, :, 0]
     world = {k: turn @ v + path for k, v in joints.items()}
 
+    # Ament's roughness factor: a surface of rms height h keeps exp(-(4 pi h / lambda)^2) of its
+    # coherent (specular) power at normal incidence; the rest is scattered diffusely.
+    specular = math.exp(-(4.0 * math.pi * radar.roughness_m / lam) ** 2)
     amps, ranges, phase0 = [], [], []
     for kind, a_name, b_name in SEGMENTS.values():
         a, b = world[a_name], world[b_name]
@@ -539,8 +565,8 @@ def simulate_spectrogram(user: dict, seed: int, radar: RadarConfig = RadarConfig
         # two-way spreading: amplitude ~ sqrt(sigma)/R^2, normalised to the start range
         gain = np.sqrt(rcs_scale) * (radar.start_range_m / r_mid) ** 2 * _fading(rng, t_geo, radar)
         # specular return: Chen's ellipsoid RCS at the segment centre
-        ranges.append((r_mid + _smooth_noise(rng, t_geo, radar.jitter_m, radar.jitter_time_s))[None])
-        amps.append((np.sqrt(ellipsoid_rcs(radius, half, cos_theta)) * gain)[None])
+        ranges.append(r_mid[None])
+        amps.append((np.sqrt(ellipsoid_rcs(radius, half, cos_theta) * specular) * gain * _beam(mid, radar))[None])
         # diffuse return: glints spread along the segment share the rough-surface RCS
         k = max(2, int(round(radar.glints_per_m * 2 * half)))
         u = (np.arange(k) + rng.uniform(0.0, 1.0, k)) / k         # one glint per stretch of the segment
@@ -548,7 +574,8 @@ def simulate_spectrogram(user: dict, seed: int, radar: RadarConfig = RadarConfig
         w /= np.sqrt(np.sum(w**2))
         pts = a[:, None, :] + u[None, :, None] * axis[:, None, :]  # (3, k, n_geo)
         ranges.append(np.linalg.norm(pts, axis=0))                 # (k, n_geo)
-        amps.append(w[:, None] * np.sqrt(diffuse_rcs(radius, half, cos_theta)) * gain)
+        amps.append(w[:, None] * np.sqrt(diffuse_rcs(radius, half, cos_theta, radar.diffuse_reflectivity)) * gain
+                    * _beam(pts, radar))
         phase0.append(rng.uniform(0, 2 * np.pi, k + 1))
     base = _coherent_sum(np.concatenate(amps), np.concatenate(ranges), np.concatenate(phase0), lam, n)
 
@@ -560,12 +587,18 @@ def simulate_spectrogram(user: dict, seed: int, radar: RadarConfig = RadarConfig
     # the mean noise power per cell (a white sample of variance s2 gives s2 * sum(window^2)).
     window = signal.windows.hann(win, sym=False)
     noise_var = _stft_power(base, radar)[0].max() / 10 ** (params["snr_db"] / 10) / np.sum(window**2)
-    x = x + np.sqrt(noise_var / 2) * (rng.standard_normal(n) + 1j * rng.standard_normal(n))
+    k = radar.range_bins
+    noise = np.sqrt(noise_var / 2) * (rng.standard_normal((k, n)) + 1j * rng.standard_normal((k, n)))
+    x = np.concatenate([x[None] + noise[:1], noise[1:]])
     if radar.mti_cutoff_mps is not None:
         sos = signal.butter(4, 2 * radar.mti_cutoff_mps / lam, "highpass", fs=radar.prf_hz, output="sos")
-        x = signal.sosfiltfilt(sos, x)
-
-    db, velocity, times = _stft_db(x, radar)
+        x = signal.sosfiltfilt(sos, x, axis=-1)
+    power, velocity, times = _stft_power(x, radar)
+    power = power.mean(0)
+    if radar.frames_averaged > 1:
+        power = ndimage.uniform_filter1d(power, radar.frames_averaged, axis=1, mode="nearest")
+    db = 10.0 * np.log10(np.maximum(power, 1e-30))
+    db = (db - db.max()).astype(np.float32)
     toe_v = _peak_toe_velocity(world, t_geo)
     truth = {
         **params,
@@ -579,6 +612,17 @@ def simulate_spectrogram(user: dict, seed: int, radar: RadarConfig = RadarConfig
         "peak_toe_doppler_mps": toe_v,
     }
     return Spectrogram(db=db, velocity=velocity, time=times, truth=_to_builtin(truth), radar=radar)
+
+
+def _beam(points: np.ndarray, radar: RadarConfig) -> np.ndarray:
+    """Two-way amplitude gain of the antenna's elevation pattern at points (3, ...) in the radar frame.
+
+    Gaussian main lobe: one-way gain -12 (theta / beamwidth)^2 dB for a full 3 dB beamwidth.
+    """
+    if radar.elevation_beamwidth_deg is None:
+        return np.ones(points.shape[1:])
+    elevation = np.degrees(np.arctan2(points[2], np.hypot(points[0], points[1])))
+    return 10.0 ** (-24.0 * (elevation / radar.elevation_beamwidth_deg) ** 2 / 20.0)
 
 
 def _smooth_noise(rng: np.random.Generator, t: np.ndarray, std: float, step_s: float) -> np.ndarray:
@@ -627,21 +671,18 @@ def _peak_toe_velocity(world: dict, t: np.ndarray) -> float:
 
 
 def _stft_power(x: np.ndarray, radar: RadarConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Hann STFT power, one frame per image column; rows sorted by descending Doppler velocity."""
+    """Hann STFT power, one frame per image column; rows sorted by descending Doppler velocity.
+
+    x: (..., n) slow-time samples; power: (..., nfft, image_size).
+    """
     win = int(round(radar.window_s * radar.prf_hz))
-    starts = np.round(np.linspace(0, x.size - win, radar.image_size)).astype(int)
-    seg = np.lib.stride_tricks.sliding_window_view(x, win)[starts] * signal.windows.hann(win, sym=False)
-    spec = np.fft.fftshift(np.fft.fft(seg, n=radar.nfft, axis=1), axes=1)   # (frames, nfft)
-    power = (spec.real**2 + spec.imag**2).T[::-1]                          # rows: + velocity first
+    starts = np.round(np.linspace(0, x.shape[-1] - win, radar.image_size)).astype(int)
+    seg = np.lib.stride_tricks.sliding_window_view(x, win, axis=-1)[..., starts, :] * signal.windows.hann(win, sym=False)
+    spec = np.fft.fftshift(np.fft.fft(seg, n=radar.nfft, axis=-1), axes=-1)   # (..., frames, nfft)
+    power = np.flip(np.swapaxes(spec.real**2 + spec.imag**2, -1, -2), -2)    # rows: + velocity first
     velocity = np.fft.fftshift(np.fft.fftfreq(radar.nfft, 1 / radar.prf_hz))[::-1] * radar.wavelength_m / 2
     times = (starts + win / 2) / radar.prf_hz - radar.window_s / 2
     return power, velocity, times
-
-
-def _stft_db(x: np.ndarray, radar: RadarConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    power, velocity, times = _stft_power(x, radar)
-    db = 10.0 * np.log10(np.maximum(power, 1e-30))
-    return (db - db.max()).astype(np.float32), velocity, times
 
 
 # --------------------------------------------------------------------------------------

@@ -1,0 +1,69 @@
+"""Texture card: the same figures as the shared real-data reference script, the stage's metrics, bad input."""
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from mdgen import texture
+from mdgen.simulate import png_bytes, sample_users, simulate_spectrogram, spectrogram_to_rgb, RadarConfig
+from mdgen.stages import texture as stage
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "realism" / "texture_card.py"
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("tex") / "data"
+    radar = RadarConfig()
+    for n, user in enumerate(sample_users(2, seed=0), start=1):
+        (root / user["id"]).mkdir(parents=True)
+        for k in range(1, 4):
+            spec = simulate_spectrogram(user, 10 * n + k, radar)
+            (root / user["id"] / f"{k}.png").write_bytes(png_bytes(spectrogram_to_rgb(spec, radar.dynamic_range_db)))
+    return root
+
+
+@pytest.mark.skipif(not SHARED.is_file(), reason="../shared/realism/texture_card.py is not beside the repository")
+def test_card_matches_the_reference_script(images):
+    spec = importlib.util.spec_from_file_location("texture_card", SHARED)
+    ref = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ref)
+    ours = texture.card(sorted(images.glob("ID_*/*.png")), n=5)
+    theirs = ref.card(str(images / "ID_*/*.png"), n=5)
+    assert ours["images"] == theirs["images"] == 5
+    for k in texture.FIGURES:
+        assert np.allclose(ours[k], theirs[k], atol=1e-3), (k, ours[k], theirs[k])
+
+
+def test_flat_navy_image_has_the_floor_figures(tmp_path):
+    navy = np.zeros((256, 256, 3), np.uint8)
+    navy[..., 2] = 128  # jet's bottom colour
+    (tmp_path / "a.png").write_bytes(png_bytes(navy))
+    f = texture.figures(tmp_path / "a.png")
+    assert f["navy_share"] == 1.0 and f["flat_h"] == 1.0 and f["lag1_v"] == 0.0 and f["hot_share"] == 0.0
+
+
+def test_stage_writes_figures_and_distances(images, tmp_path):
+    ref = REPO / "data" / "reference" / "real_texture.json"
+    p = yaml.safe_load((REPO / "params.yaml").read_text())
+    p["data"]["dir"] = str(images)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(p))
+    m = stage.main(str(tmp_path / "params.yaml"), str(tmp_path / "texture.json"))
+    written = json.loads((tmp_path / "texture.json").read_text())
+    assert written["images"] == 6 and set(texture.FIGURES) <= set(written)
+    z = texture.distances(m, json.loads(ref.read_text()))
+    assert written["distance_in_reference_std"] == z and written["max_distance"] == max(
+        max(v) if isinstance(v, list) else v for v in z.values())
+
+
+def test_bad_reference_is_named(tmp_path):
+    bad = tmp_path / "card.json"
+    bad.write_text(json.dumps({"images": 3, "navy_share": [0.5, 0.1]}))
+    with pytest.raises(ValueError, match=r"card.json: not a texture card, missing \['flat_h'"):
+        texture.read_reference(bad)
