@@ -16,7 +16,7 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 # what a pipeline run needs from the repo (tests/ and benchmarks/ stay behind)
 PIPELINE_FILES = ["dvc.yaml", "params.yaml", ".dvcignore", ".dvc/config", ".dvc/.gitignore", ".gitignore", "src",
-                  "data/pretrained"]
+                  "data/pretrained", "data/reference"]
 
 # the tiny tokenizer the `dvc_repo` fixture writes and commits (64x64 images -> 32x4x4 latents)
 TINY_TOKENIZER = "data/pretrained/tiny-vae.safetensors"
@@ -25,6 +25,7 @@ TINY_TOKENIZER = "data/pretrained/tiny-vae.safetensors"
 TINY_PARAMS = {
     "data": {"image_size": 64},
     "simulate": {"users": 2, "images_per_user": 6},
+    "texture": {"images": 4},
     "split": {"val_fraction": 0.34, "block_size": 2},
     "tokenizer": {"checkpoint": TINY_TOKENIZER},
     "extract": {"batch_size": 8, "plot_per_user": 1},

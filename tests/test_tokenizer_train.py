@@ -206,8 +206,6 @@ def test_shipped_checkpoint(tmp_path):
         post = model.encode(to_tensor(image))
         assert post.mean.shape == (1, 32, 16, 16)
         recon = to_uint8(model.decode(post.mode()))
-    # Regression floor for the file in the repo, not the issue's 28 dB target, which it does not reach:
-    # the simulated background is single-look speckle that no 24x-compressing autoencoder can code
-    # (a 5x5 box blur of an image scores ~17 dB against itself). The shipped file measures ~16.4 dB on
-    # the pipeline's val images; an untrained or early checkpoint scores ~13 dB.
-    assert psnr(image[None], recon)[0] >= 15.0
+    # Regression floor for the file in the repo (held-out 20.35 dB mean, 19.08 min on its model card's
+    # images), below the 22 dB target of issue 18 it does not reach; an early checkpoint scores ~16 dB.
+    assert psnr(image[None], recon)[0] >= 18.5

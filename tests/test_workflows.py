@@ -24,7 +24,7 @@ import yaml
 
 from tests.conftest import REPO, DvcRepo, make_dvc_repo, stages_run
 
-STAGES = ["simulate", "split", "extract", "stats", "train", "sample", "classifier", "evaluate"]
+STAGES = ["simulate", "texture", "split", "extract", "stats", "train", "sample", "classifier", "evaluate"]
 ATOMIC_TMP = ".*.tmp"  # what mdgen.io.atomic_path leaves if a writer dies between write and rename
 
 
@@ -150,7 +150,8 @@ PARAM_CHANGES = [
     ("stats", {"stats": {"reference": "data/reference_stats.pt", "source": "reference"}},
      {"stats", "train", "sample", "evaluate"}),
     ("extract", {"extract": {"sample_posterior": False}}, {"extract", "stats", "train", "sample", "evaluate"}),
-    ("split", {"split": {"gap": 0}}, set(STAGES) - {"simulate"}),
+    ("texture", {"texture": {"images": 3}}, {"texture"}),
+    ("split", {"split": {"gap": 0}}, set(STAGES) - {"simulate", "texture"}),
     ("simulate", {"simulate": {"images_per_user": 7}}, set(STAGES)),
 ]
 
