@@ -75,7 +75,7 @@ def main() -> None:
         f_gen = features(judge, images)
         acc = float((predict(judge, images).argmax(1) == np.asarray(labels)).mean())
         fid = frechet_distance(f_gen, f_val)
-        floor = fid_floor(f_train, f_val, len(f_gen), p["seed"])  # as `evaluate` draws it
+        floor, _ = fid_floor(f_train, f_val, len(f_gen), p["seed"], subsets=p["evaluate"]["floor_subsets"])  # as `evaluate`
         print(f"{args.tag} sample {json.dumps(setting)}: accuracy {acc:.3f}, FID {fid:.2f} "
               f"(floor {floor:.2f}, {fid / floor:.1f}x), {time.perf_counter() - t0:.0f} s", flush=True)
 

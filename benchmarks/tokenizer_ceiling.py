@@ -42,7 +42,7 @@ def main() -> None:
     f_train, f_val, f_rec = (features(judge, x) for x in (load_images(train_files, size), originals, recons))
     acc_val = float(np.mean(predict(judge, originals).argmax(1) == y_val))
     acc_rec = float(np.mean(predict(judge, recons).argmax(1) == y_val))
-    fid, floor = frechet_distance(f_rec, f_val), fid_floor(f_train, f_val, len(f_rec), seed)
+    fid, (floor, _) = frechet_distance(f_rec, f_val), fid_floor(f_train, f_val, len(f_rec), seed, subsets=3)
     out = {"tokenizer": path, "images": len(val_files), "psnr_db": float(np.mean(psnr(originals, recons))),
            "ssim": float(np.mean(ssim(originals, recons))), "judge_accuracy_real_val": acc_val,
            "judge_accuracy_reconstructions": acc_rec, "fid": fid, "fid_real_floor": floor, "fid_ratio": fid / floor}

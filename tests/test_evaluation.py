@@ -35,6 +35,16 @@ def test_fid_zero_on_itself_and_floor_below_noise():
     assert floor < 0.2 * frechet_distance(a, noise)
 
 
+def test_floor_averages_disjoint_subsets():
+    from mdgen.evaluation import fid_floor
+
+    train, val = gauss(300, d=8, seed=0), gauss(100, d=8, seed=1)
+    one, zero_std = fid_floor(train, val, 100, seed=0, subsets=1)
+    mean, std = fid_floor(train, val, 100, seed=0, subsets=5)   # only 3 disjoint subsets of 100 fit in 300
+    assert zero_std == 0.0 and std > 0 and mean != one
+    assert fid_floor(train, val, 100, seed=0, subsets=3) == (mean, std)
+
+
 def test_fid_matches_sqrtm_when_covariances_are_full_rank():
     a, b = gauss(300, d=6, seed=0), gauss(300, d=6, shift=0.3, seed=1) @ np.diag([1, 2, 1, 1, 0.5, 1])
     sa, sb = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
@@ -215,8 +225,12 @@ def test_classifier_and_evaluate_stages_write_all_metrics(tmp_path):
     written = json.loads((tmp_path / "evaluate.json").read_text())
     assert written == json.loads(json.dumps(m))
     assert {"generated_accuracy", "real_val_accuracy", "ratio", "per_user"} <= set(m["conditional"])
-    assert {"fid", "fid_real_floor", "kid", "kid_real_floor", "precision", "recall", "density", "coverage",
-            "per_user_kid"} <= set(m["distribution"])
+    assert {"fid", "fid_real_floor", "fid_real_floor_std", "fid_ratio", "kid", "kid_real_floor",
+            "precision", "recall", "density", "coverage", "per_user_kid"} <= set(m["distribution"])
+    t = m["tstr"]
+    assert t["trtr_accuracy"] == m["conditional"]["real_val_accuracy"] and 0 <= t["tstr_accuracy"] <= 1
+    assert t["val_images"] == 4 and t["train_images"] == 6 and set(t["per_user"]) == {"ID_1", "ID_2"}
+    assert "wall_s" not in m  # the metrics file is deterministic: a rerun gives the same bytes
     assert set(m["distribution"]["per_user_kid"]) == {"ID_1", "ID_2"}
     assert {"share", "expected", "threshold"} <= set(m["memorisation"])
     assert m["kinematics"]["axes"] == "users.json"

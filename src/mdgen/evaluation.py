@@ -53,14 +53,19 @@ def frechet_distance(feats_a: np.ndarray, feats_b: np.ndarray) -> float:
     return float(max(mu @ mu + np.trace(sa) + np.trace(sb) - 2 * cross, 0.0))
 
 
-def fid_floor(train_feats: np.ndarray, val_feats: np.ndarray, n: int, seed: int) -> float:
-    """FID of real train vs real val with `n` train samples drawn by `seed`: the floor for `n` generated ones.
+def fid_floor(train_feats: np.ndarray, val_feats: np.ndarray, n: int, seed: int, subsets: int = 1) -> tuple[float, float]:
+    """FID of real train vs real val with `n` train samples: the floor for `n` generated ones, as (mean, std)
+    over up to `subsets` disjoint train subsets of `n` (one seeded permutation; fewer when train is short).
 
-    FID is biased by the sample count, so the floor takes as many train samples as there are generated.
+    FID is biased by the sample count, so the floor takes as many train samples as there are generated;
+    one draw of them moves the floor by as much as the generated FID moves with the sampling seed.
     """
     rng = np.random.default_rng(seed)
-    idx = np.sort(rng.choice(len(train_feats), min(len(train_feats), n), replace=False))
-    return frechet_distance(train_feats[idx], val_feats)
+    n = min(len(train_feats), n)
+    order = rng.permutation(len(train_feats))
+    k = max(1, min(subsets, len(train_feats) // n))
+    values = [frechet_distance(train_feats[np.sort(order[i * n:(i + 1) * n])], val_feats) for i in range(k)]
+    return float(np.mean(values)), float(np.std(values))
 
 
 def _mmd2_unbiased(x: np.ndarray, y: np.ndarray, degree: int) -> float:

@@ -132,6 +132,7 @@ SCHEMA: dict[str, Spec] = {
     "evaluate.fewshot_per_user": Int(1),
     "evaluate.fewshot_steps": Int(1),
     "evaluate.seeds": Int(1, 100),
+    "evaluate.floor_subsets": Int(1),
     "evaluate.kid_subsets": Int(1),
     "evaluate.kid_subset_size": Int(2),
     "evaluate.precision_recall_k": Int(1),

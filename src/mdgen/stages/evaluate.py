@@ -1,7 +1,9 @@
 """`evaluate` stage: generated samples + the classifier + real data -> metrics/evaluate.json, plots/evaluate/.
 
-Five questions, each a section of the metrics:
+Six questions, each a section of the metrics:
   conditional   -- does a sample show the requested person? (classifier top-1, vs real val)
+  tstr          -- can a classifier learn the persons from samples alone? (train on synthetic, test on
+                   real val, beside the judge trained on real: TRTR)
   distribution  -- do samples look like real data? (FID/KID/precision/recall/density/coverage
                    in classifier features, next to the real-vs-real floor)
   memorisation  -- are samples copies of training images?
@@ -17,7 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from mdgen import params
-from mdgen.classifier import Recipe, SpectrogramResNet, features, load_classifier, predict, set_threads
+from mdgen.classifier import (Recipe, SpectrogramResNet, features, load_classifier, predict, set_threads,
+                              train_classifier)
 from mdgen.evaluation import (GAIT_KEYS, augmentation_gain, compare_gait, confusion_matrix, density_coverage,
                               fid_floor, frechet_distance, gait_measures, kernel_inception_distance,
                               memorisation_share, per_class_accuracy, precision_recall)
@@ -27,11 +30,11 @@ from mdgen.plots import confusion_heatmap, errorbar_panels, grouped_bars, image_
 from mdgen.simulate import image_axes
 from mdgen.split import files_and_labels, read_split
 
-# the classifier recipe (less its length) is read for the few-shot runs of the augmentation gain
-KEYS = ["seed", "data.image_size", "classifier.threads", *params.keys_for(Recipe, "classifier"),
+# the classifier recipe is read for the train-on-synthetic judge and (less its length) the few-shot runs
+KEYS = ["seed", "data.image_size", "classifier.threads", "classifier.steps", *params.keys_for(Recipe, "classifier"),
         "evaluate.fewshot_per_user", "evaluate.fewshot_steps", "evaluate.seeds", "evaluate.kid_subsets",
         "evaluate.kid_subset_size", "evaluate.precision_recall_k", "evaluate.density_coverage_k",
-        "evaluate.memorisation_percentile", "evaluate.plot_pairs"]
+        "evaluate.memorisation_percentile", "evaluate.plot_pairs", "evaluate.floor_subsets"]
 
 PLOTS = {
     "accuracy": "accuracy_per_user.png",
@@ -132,6 +135,20 @@ def conditional_accuracy(d: Inputs) -> tuple[dict, dict]:
     return section, plot
 
 
+def synthetic_to_real(d: Inputs, p: dict, trtr: float) -> dict:
+    """Section `tstr`: the judge's recipe trained on the generated samples alone, tested on real val (train on
+    synthetic, test on real), beside the judge itself, trained on real train, on the same val images (TRTR)."""
+    model = train_classifier(d.x_gen, d.y_gen, len(d.users), seed=p["seed"], steps=p["classifier.steps"],
+                             **asdict(params.as_dataclass(Recipe, p, "classifier")), progress="train on synthetic")
+    on_req = np.isin(d.y_val, d.requested)
+    pred = predict(model, d.x_val[on_req]).argmax(1)
+    tstr = float(np.mean(pred == d.y_val[on_req]))
+    per_user = per_class_accuracy(d.y_val[on_req], pred, len(d.users))
+    return {"tstr_accuracy": tstr, "trtr_accuracy": trtr, "ratio": tstr / trtr if trtr > 0 else None,
+            "train_images": len(d.gen_files), "val_images": int(on_req.sum()),
+            "per_user": {d.users[c]: _none_if_nan(per_user[c]) for c in d.requested}}
+
+
 def distribution(d: Inputs, feats: dict[str, np.ndarray], p: dict) -> dict:
     """Section `distribution`: FID, KID, precision/recall, density/coverage of samples vs real val in the
     classifier's features, next to the real train-vs-val floors, overall and KID per user."""
@@ -139,9 +156,11 @@ def distribution(d: Inputs, feats: dict[str, np.ndarray], p: dict) -> dict:
     kid_kw = dict(subsets=p["evaluate.kid_subsets"], subset_size=p["evaluate.kid_subset_size"], seed=p["seed"])
     kid = kernel_inception_distance(f_gen, f_val, **kid_kw)
     kid_floor = kernel_inception_distance(f_train, f_val, **kid_kw)
+    fid = frechet_distance(f_gen, f_val)
+    floor, floor_std = fid_floor(f_train, f_val, len(f_gen), p["seed"], subsets=p["evaluate.floor_subsets"])
     section = {
-        "fid": frechet_distance(f_gen, f_val),
-        "fid_real_floor": fid_floor(f_train, f_val, len(f_gen), p["seed"]),
+        "fid": fid,
+        "fid_real_floor": floor, "fid_real_floor_std": floor_std, "fid_ratio": fid / floor if floor > 0 else None,
         "kid": kid["kid"], "kid_std": kid["kid_std"],
         "kid_real_floor": kid_floor["kid"], "kid_real_floor_std": kid_floor["kid_std"],
         **precision_recall(f_val, f_gen, k=p["evaluate.precision_recall_k"]),
@@ -231,22 +250,27 @@ def main(params_path: str = "params.yaml", split_path: str = "data/split.json",
     say(f"{len(d.gen_files)} samples, {len(d.x_train)} real train and {len(d.x_val)} real val images loaded")
     conditional, accuracy = conditional_accuracy(d)
     feats = {part: features(d.model, x) for part, x in (("train", d.x_train), ("val", d.x_val), ("gen", d.x_gen))}
-    say("conditional accuracy and judge features done; distribution (FID, KID, precision/recall)")
-    metrics = {"conditional": conditional, "distribution": distribution(d, feats, p)}
+    say("conditional accuracy and judge features done")
+    metrics = {"conditional": conditional}
+    say("train on synthetic, test on real")
+    metrics["tstr"] = synthetic_to_real(d, p, conditional["real_val_accuracy"])
+    say("distribution (FID and its floor over train subsets, KID, precision/recall)")
+    metrics["distribution"] = distribution(d, feats, p)
     say("memorisation")
     metrics["memorisation"], pairs = memorisation(feats, p)
     say("kinematics")
     metrics["kinematics"], gait_panels = kinematics(d, p["data.image_size"])
     say(f"few-shot augmentation gain ({p['evaluate.seeds']} seeds x 2 classifiers)")
     metrics["augmentation"] = augmentation(d, p)
-    metrics["wall_s"] = round(time.perf_counter() - t0, 1)
     write_plots(Path(plots_dir), d, accuracy, pairs, gait_panels)
     write_json(metrics_path, metrics)  # last: the metrics appear only once every plot is written
 
     dist, mem, aug = metrics["distribution"], metrics["memorisation"], metrics["augmentation"]
     print(f"evaluate: {len(d.gen_files)} samples of {len(d.requested)} users: conditional accuracy "
           f"{conditional['generated_accuracy']:.3f} (real val {conditional['real_val_accuracy']:.3f}); "
-          f"FID {dist['fid']:.2f} (floor {dist['fid_real_floor']:.2f}); memorised {mem['share']:.3f} "
+          f"TSTR {metrics['tstr']['tstr_accuracy']:.3f} (TRTR {metrics['tstr']['trtr_accuracy']:.3f}); "
+          f"FID {dist['fid']:.2f} "
+          f"(floor {dist['fid_real_floor']:.2f} +- {dist['fid_real_floor_std']:.2f}); memorised {mem['share']:.3f} "
           f"(expected {mem['expected']:.2f}); few-shot gain {aug['gain_mean']:+.3f} +- {aug['gain_std']:.3f}; "
-          f"{metrics['wall_s']} s -> {metrics_path}")
+          f"{time.perf_counter() - t0:.1f} s -> {metrics_path}")
     return metrics

@@ -1,0 +1,20 @@
+"""Write the README's results table from the committed reference (metrics/evaluate.json and
+data/reference/default_run.json), so that the table cannot drift from the files.
+
+    python benchmarks/readme_results.py          # rewrites the table between its markers in README.md
+"""
+from pathlib import Path
+
+from mdgen import reference
+
+
+def main() -> None:
+    table = reference.results_table(reference.read_json("metrics/evaluate.json"),
+                                    reference.read_json("data/reference/default_run.json"))
+    readme = Path("README.md")
+    readme.write_text(reference.replace_table(readme.read_text(), table))
+    print(table)
+
+
+if __name__ == "__main__":
+    main()
