@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from mdgen import reference
+from mdgen.io import read_json
 
 
 def committed(path: str) -> str:
@@ -17,9 +18,9 @@ def committed(path: str) -> str:
 def main() -> int:
     ref_lock = reference.read_yaml(committed("dvc.lock"), "HEAD:dvc.lock")
     ref_metrics = json.loads(committed("metrics/evaluate.json"))
-    run = reference.read_json("data/reference/default_run.json")
+    run = read_json("data/reference/default_run.json")
     cur_lock = reference.read_yaml(Path("dvc.lock").read_text(), "dvc.lock")
-    cur_metrics = reference.read_json("metrics/evaluate.json")
+    cur_metrics = read_json("metrics/evaluate.json")
     dvc_yaml = reference.read_yaml(Path("dvc.yaml").read_text(), "dvc.yaml")
     stages, failures = reference.check(cur_lock, ref_lock, cur_metrics, ref_metrics, run, dvc_yaml)
     print(f"reproduction check: this machine {reference.machine()}, the reference's {run['machine']}")

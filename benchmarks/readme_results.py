@@ -6,11 +6,12 @@ data/reference/default_run.json), so that the table cannot drift from the files.
 from pathlib import Path
 
 from mdgen import reference
+from mdgen.io import read_json
 
 
 def main() -> None:
-    table = reference.results_table(reference.read_json("metrics/evaluate.json"),
-                                    reference.read_json("data/reference/default_run.json"))
+    table = reference.results_table(read_json("metrics/evaluate.json"),
+                                    read_json("data/reference/default_run.json"))
     readme = Path("README.md")
     readme.write_text(reference.replace_table(readme.read_text(), table))
     print(table)

@@ -36,6 +36,11 @@ def list_users(data_dir: str | Path) -> list[str]:
     return users
 
 
+def list_dataset_images(data_dir: str | Path) -> list[Path]:
+    """Every image of every user sub-folder of `data_dir` (the data layout), users and files in natural order."""
+    return [f for user in list_users(data_dir) for f in list_images(Path(data_dir) / user)]
+
+
 def check_folder_name(name: str, source: str) -> str:
     """`name` if it is a plain folder name (one path component, not hidden, no separators), else a ValueError.
 
@@ -84,6 +89,15 @@ def write_json(path: str | Path, obj) -> None:
     """Write JSON atomically (indent 2, trailing newline)."""
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=2) + "\n")
+
+
+def read_json(path: str | Path) -> dict:
+    """A JSON file, or a ValueError that names it and says why it could not be read."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}: cannot read ({e})") from None
 
 
 def save_safetensors(tensors: dict, path: str | Path, metadata: dict[str, str] | None = None) -> None:

@@ -13,7 +13,6 @@ the machine it ran on and the spread of its headline figures over sampling seeds
 """
 from __future__ import annotations
 
-import json
 import platform
 from pathlib import Path
 
@@ -95,8 +94,8 @@ def hash_failures(current_lock: dict, reference_lock: dict, stages: list[str], c
 def check(current_lock: dict, reference_lock: dict, current_metrics: dict, reference_metrics: dict,
           reference_run: dict, dvc_yaml: dict) -> tuple[list[str], list[str]]:
     """(stages whose hashes were checked, failures) of a reproduction against the reference."""
-    same_machine = machine()["cpu_flags"] == reference_run["machine"]["cpu_flags"] and \
-        machine()["torch"] == reference_run["machine"]["torch"]
+    here, there = machine(), reference_run["machine"]
+    same_machine = here["cpu_flags"] == there["cpu_flags"] and here["torch"] == there["torch"]
     stages = list(reference_lock.get("stages", {})) if same_machine else list(PORTABLE_STAGES)
     failures = hash_failures(current_lock, reference_lock, stages, compared_outputs(dvc_yaml))
     failures += quality_failures(current_metrics, reference_metrics, reference_run["seed_std"],
@@ -144,11 +143,3 @@ def replace_table(readme: str, table: str) -> str:
     head, rest = readme.split(BEGIN, 1)
     _, tail = rest.split(END, 1)
     return f"{head}{BEGIN}\n{table}\n{END}{tail}"
-
-
-def read_json(path: str | Path) -> dict:
-    path = Path(path)
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise ValueError(f"{path}: cannot read ({e})") from None

@@ -21,11 +21,12 @@ script (sorted paths, `numpy.random.default_rng(seed).choice`); the figures agre
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from mdgen.io import read_json
 
 # matplotlib's jet as its piecewise-linear definition (not its 256-entry LUT): the reference figures
 # were computed against this table, and the nearest entry differs from the LUT's at a few colours
@@ -94,11 +95,7 @@ def distances(mine: dict, reference: dict) -> dict:
 
 
 def read_reference(path: str | Path) -> dict:
-    path = Path(path)
-    try:
-        ref = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise ValueError(f"{path}: cannot read a texture card ({e})") from None
+    ref = read_json(path)
     missing = [k for k in FIGURES if k not in ref]
     if missing:
         raise ValueError(f"{path}: not a texture card, missing {missing}; expected the keys {list(FIGURES)}")

@@ -24,7 +24,7 @@ import torch
 from tqdm import tqdm
 
 from mdgen.images import load_images, to_tensor, to_uint8, uint8_to_float
-from mdgen.io import list_images, list_users
+from mdgen.io import list_dataset_images, list_images
 from mdgen.latents import image_batches
 from mdgen.quality import psnr, ssim
 from mdgen.schedules import lr_factor
@@ -47,7 +47,7 @@ def collect_files(source: str | Path | list) -> list[Path]:
             raise FileNotFoundError(f"training images: {source} is not a folder")
         files = list_images(source)
         if not files:
-            files = [f for user in list_users(source) for f in list_images(source / user)]
+            files = list_dataset_images(source)
     if not files:
         raise ValueError(f"no training images in {source}")
     return files

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from mdgen import params, texture
-from mdgen.io import list_images, list_users, write_json
+from mdgen.io import list_dataset_images, write_json
 
 KEYS = ["seed", "data.dir", "texture.images", "texture.reference"]
 
@@ -10,8 +10,7 @@ KEYS = ["seed", "data.dir", "texture.images", "texture.reference"]
 def main(params_path: str = "params.yaml", metrics_path: str = "metrics/texture.json") -> dict:
     p = params.read(KEYS, params_path)
     reference = texture.read_reference(p["texture.reference"]) if p["texture.reference"] else None
-    files = [f for user in list_users(p["data.dir"]) for f in list_images(f"{p['data.dir']}/{user}")]
-    card = texture.card(files, p["texture.images"], seed=p["seed"])
+    card = texture.card(list_dataset_images(p["data.dir"]), p["texture.images"], seed=p["seed"])
     metrics = {**card, "reference": p["texture.reference"]}
     if reference is not None:
         z = texture.distances(card, reference)
