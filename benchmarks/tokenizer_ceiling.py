@@ -6,7 +6,7 @@ at the same count, as `evaluate` does).
     python benchmarks/tokenizer_ceiling.py [--tokenizer PATH] [--out ceiling.json]   # after `dvc repro`
 
 Reads params.yaml (tokenizer.checkpoint, data.image_size, seed), data/split.json and the judge
-models/classifier.safetensors.
+models/classifier.safetensors. `benchmarks/tokenizer_fit.py` calls `ceiling` for several tokenizers.
 """
 import argparse
 import json
@@ -24,31 +24,35 @@ from mdgen.split import files_and_labels, read_split
 from mdgen.tokenizer import load_tokenizer
 
 
+def ceiling(tokenizer: str | Path, split_path: str | Path, judge_path: str | Path, image_size: int, seed: int) -> dict:
+    """PSNR/SSIM of the val split through `tokenizer`, the judge's accuracy on them and their FID/floor."""
+    manifest = read_split(split_path)
+    judge, _ = load_classifier(judge_path)
+    train_files, _ = files_and_labels(manifest, "train")
+    val_files, y_val = files_and_labels(manifest, "val")
+    originals, recons, _ = reconstruct(load_tokenizer(tokenizer), val_files, image_size=image_size, batch_size=16,
+                                       precision="fp32")
+    y_val = y_val.numpy()
+    f_train, f_val, f_rec = (features(judge, x) for x in (load_images(train_files, image_size), originals, recons))
+    acc_val = float(np.mean(predict(judge, originals).argmax(1) == y_val))
+    acc_rec = float(np.mean(predict(judge, recons).argmax(1) == y_val))
+    fid, (floor, _) = frechet_distance(f_rec, f_val), fid_floor(f_train, f_val, len(f_rec), seed, subsets=3)
+    return {"tokenizer": str(tokenizer), "images": len(val_files), "psnr_db": float(np.mean(psnr(originals, recons))),
+            "ssim": float(np.mean(ssim(originals, recons))), "judge_accuracy_real_val": acc_val,
+            "judge_accuracy_reconstructions": acc_rec, "fid": fid, "fid_real_floor": floor, "fid_ratio": fid / floor}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tokenizer", help="checkpoint (default: params.yaml tokenizer.checkpoint)")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
     p = yaml.safe_load(Path("params.yaml").read_text())
-    size, seed = p["data"]["image_size"], p["seed"]
     path = args.tokenizer or p["tokenizer"]["checkpoint"]
-    manifest = read_split("data/split.json")
-    judge, _ = load_classifier("models/classifier.safetensors")
-    train_files, _ = files_and_labels(manifest, "train")
-    val_files, y_val = files_and_labels(manifest, "val")
-    originals, recons, _ = reconstruct(load_tokenizer(path), val_files, image_size=size, batch_size=16,
-                                       precision="fp32")
-    y_val = y_val.numpy()
-    f_train, f_val, f_rec = (features(judge, x) for x in (load_images(train_files, size), originals, recons))
-    acc_val = float(np.mean(predict(judge, originals).argmax(1) == y_val))
-    acc_rec = float(np.mean(predict(judge, recons).argmax(1) == y_val))
-    fid, (floor, _) = frechet_distance(f_rec, f_val), fid_floor(f_train, f_val, len(f_rec), seed, subsets=3)
-    out = {"tokenizer": path, "images": len(val_files), "psnr_db": float(np.mean(psnr(originals, recons))),
-           "ssim": float(np.mean(ssim(originals, recons))), "judge_accuracy_real_val": acc_val,
-           "judge_accuracy_reconstructions": acc_rec, "fid": fid, "fid_real_floor": floor, "fid_ratio": fid / floor}
-    print(f"{path}: {len(val_files)} val images, PSNR {out['psnr_db']:.2f} dB, SSIM {out['ssim']:.3f}; judge "
-          f"accuracy {acc_rec:.3f} on reconstructions, {acc_val:.3f} on the originals; FID {fid:.2f} against "
-          f"a floor of {floor:.2f} ({fid / floor:.2f}x)")
+    out = ceiling(path, "data/split.json", "models/classifier.safetensors", p["data"]["image_size"], p["seed"])
+    print(f"{path}: {out['images']} val images, PSNR {out['psnr_db']:.2f} dB, SSIM {out['ssim']:.3f}; judge accuracy "
+          f"{out['judge_accuracy_reconstructions']:.3f} on reconstructions, {out['judge_accuracy_real_val']:.3f} on "
+          f"the originals; FID {out['fid']:.2f} against a floor of {out['fid_real_floor']:.2f} ({out['fid_ratio']:.2f}x)")
     if args.out:
         args.out.write_text(json.dumps(out, indent=2) + "\n")
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import REPO, DvcRepo, make_dvc_repo, stages_run
+from tests.conftest import REPO, TINY_TOKENIZER, DvcRepo, make_dvc_repo, stages_run
 
 STAGES = ["simulate", "texture", "split", "extract", "stats", "train", "sample", "classifier", "evaluate"]
 ATOMIC_TMP = ".*.tmp"  # what mdgen.io.atomic_path leaves if a writer dies between write and rename
@@ -56,7 +56,9 @@ def leftovers(repo: DvcRepo) -> list[str]:
 
 
 def dvc_status(repo: DvcRepo, *targets: str, env: dict | None = None) -> dict:
-    return json.loads(repo.run("dvc", "status", "--json", *targets, env=env).stdout)
+    """`dvc status --json` of `targets`; `dvc.yaml` (the default pipeline) when none is given: a bare `dvc status`
+    also lists tokenizer/dvc.yaml's stage, whose outputs exist only once a run used the fitted tokenizer."""
+    return json.loads(repo.run("dvc", "status", "--json", *(targets or ("dvc.yaml",)), env=env).stdout)
 
 
 def mdgen(repo: DvcRepo, *args: str) -> subprocess.CompletedProcess:
@@ -174,6 +176,30 @@ def test_param_change_reruns_the_stage_and_downstream_only(work):
     assert not wrong, "\n".join(wrong)
     assert work.repro() == set(), "a second `dvc repro` ran something"
     assert dvc_status(work) == {}
+
+
+FITTED = "models/tokenizer/tokenizer.safetensors"
+FIT_STAGE = "tokenizer/dvc.yaml:tokenizer"
+FROM_EXTRACT = {"extract", "stats", "train", "sample", "evaluate"}
+
+
+@pytest.mark.slow
+def test_tokenizer_stage_runs_only_for_runs_that_use_it(work):
+    work.set_params({"tokenizer": {"fit": {"steps": 3}}})
+    assert work.repro() == set(), "a tokenizer.fit change reran something while the shipped tokenizer is in use"
+    work.set_params({"tokenizer": {"checkpoint": FITTED}})
+    assert work.repro() == {FIT_STAGE} | FROM_EXTRACT
+    assert json.loads((work.root / "metrics/tokenizer.json").read_text())["steps"] == 3
+    lock = yaml.safe_load((work.root / "dvc.lock").read_text())
+    assert FITTED in [d["path"] for d in lock["stages"]["extract"]["deps"]]
+    work.set_params({"tokenizer": {"fit": {"lr": 0.001}}})
+    assert work.repro() == {FIT_STAGE} | FROM_EXTRACT
+    assert work.repro() == set()
+    assert dvc_status(work, "dvc.yaml", "tokenizer/dvc.yaml") == {}
+    work.set_params({"tokenizer": {"checkpoint": TINY_TOKENIZER}})
+    assert FIT_STAGE not in work.repro()  # extract and after run again, or come back from the run cache
+    work.set_params({"tokenizer": {"fit": {"lr": 0.002}}})
+    assert work.repro() == set()
 
 
 # ----------------------------------------------------------------------------- 2. experiments

@@ -15,6 +15,7 @@ STAGES = {
     "simulate": ("mdgen.stages.simulate", "simulate gait spectrograms -> data/simulated/"),
     "texture": ("mdgen.stages.texture", "texture card of the images against a real-data reference -> metrics/texture.json"),
     "split": ("mdgen.stages.split", "per-user train/val split -> data/split.json"),
+    "tokenizer": ("mdgen.stages.tokenizer", "fit the tokenizer to the train split (tokenizer/dvc.yaml) -> models/tokenizer/"),
     "extract": ("mdgen.stages.extract", "encode images with the tokenizer -> data/latents/{train,val}.safetensors"),
     "stats": ("mdgen.stages.stats", "per-channel latent statistics -> data/latents/latents_stats.pt"),
     "train": ("mdgen.stages.train", "train the LightningDiT -> models/dit/ (resumes last.ckpt)"),

@@ -256,8 +256,10 @@ class DiagonalGaussian:
 
     def sample(self, generator: torch.Generator | None = None) -> torch.Tensor:
         # upstream VA_VAE.encode_images returns a sample, not the mode; the generator makes it reproducible
-        eps = torch.randn(self.mean.shape, generator=generator, device=self.mean.device, dtype=self.mean.dtype)
-        return self.mean + self.std * eps
+        # drawn where the generator lives (a CPU generator serves a CUDA model too: same seed, same noise)
+        device = generator.device if generator is not None else self.mean.device
+        eps = torch.randn(self.mean.shape, generator=generator, device=device, dtype=self.mean.dtype)
+        return self.mean + self.std * eps.to(self.mean.device)
 
 
 #################################################################################
@@ -302,6 +304,15 @@ class AutoencoderKL(nn.Module):
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Latents (N, embed_dim, h, w) -> images (N, 3, h*f, w*f), roughly in [-1, 1] (not clamped)."""
         return self.decoder(self.post_quant_conv(z))
+
+
+# Architectures by name, for training from scratch (`tokenizer.fit.model`); resolution is set by the caller.
+CONFIGS = {
+    "vavae-f16d32": dict(ch=128, ch_mult=[1, 1, 2, 2, 4], num_res_blocks=2, attn_resolutions=[16],
+                         z_channels=32, embed_dim=32),            # the released VA-VAE, 69.8 M params
+    "small-f16d32": dict(ch=32, ch_mult=[1, 1, 2, 2, 4], num_res_blocks=1, attn_resolutions=[16],
+                         z_channels=32, embed_dim=32),            # the shipped default's, 3.4 M params
+}
 
 
 #################################################################################

@@ -14,6 +14,8 @@ starting posterior and zero-initialised residual branches.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import math
 import time
@@ -24,7 +26,7 @@ import torch
 from tqdm import tqdm
 
 from mdgen.images import load_images, to_tensor, to_uint8, uint8_to_float
-from mdgen.io import list_dataset_images, list_images
+from mdgen.io import atomic_path, list_dataset_images, list_images
 from mdgen.latents import image_batches
 from mdgen.quality import psnr, ssim
 from mdgen.schedules import lr_factor
@@ -122,14 +124,17 @@ def init_tokenizer(model_config: dict, seed: int, *, init_logvar: float | None =
     return model
 
 
-def train_tokenizer(images: str | Path | list, *, model_config: dict, steps: int, batch_size: int, lr: float,
-                    kl_weight: float, crop: int, seed: int, warmup_steps: int = 0, min_lr_ratio: float = 0.0,
-                    weight_decay: float = 0.0, beta1: float = 0.9, beta2: float = 0.99, l1_weight: float = 1.0,
-                    l2_weight: float = 0.0, grad_clip: float | None = 1.0, final_crop: int | None = None,
-                    final_steps: int = 0, init_logvar: float | None = None, zero_init_residual: bool = False,
-                    image_size: int = 256, log_every: int = 50,
+def train_tokenizer(images: str | Path | list, *, steps: int, batch_size: int, lr: float, kl_weight: float,
+                    crop: int, seed: int, model_config: dict | None = None, model: AutoencoderKL | None = None,
+                    warmup_steps: int = 0, min_lr_ratio: float = 0.0, weight_decay: float = 0.0, beta1: float = 0.9,
+                    beta2: float = 0.99, l1_weight: float = 1.0, l2_weight: float = 0.0,
+                    grad_clip: float | None = 1.0, final_crop: int | None = None, final_steps: int = 0,
+                    init_logvar: float | None = None, zero_init_residual: bool = False, image_size: int = 256,
+                    log_every: int = 50, device: str | torch.device = "cpu", state_path: str | Path | None = None,
+                    checkpoint_every: int = 0, resume: bool = True,
                     progress: bool = True) -> tuple[AutoencoderKL, list[dict]]:
-    """Train `AutoencoderKL(**model_config)` on images; returns (eval-mode float32 model, history).
+    """Train `AutoencoderKL(**model_config)` from scratch, or fine-tune `model`, on images; returns
+    (eval-mode float32 model on `device`, history).
 
     :param images: a folder (user sub-folders or images) or a list of image files
     :param kl_weight: LDM's convention: weight of the latent KL *summed* per image against the
@@ -142,15 +147,27 @@ def train_tokenizer(images: str | Path | list, *, model_config: dict, steps: int
         None keeps PyTorch's init (logvar ~ 0, noise std ~ 1 against latents of ~0.3)
     :param zero_init_residual: zero the last conv of every residual branch (ResnetBlock.conv2, AttnBlock.proj_out),
         so training starts from a shallow network (conv_in, resampling convs, conv_out) and grows the branches
+    :param model: weights to fine-tune (trained in place, put in train mode); `model_config`, `init_logvar`
+        and `zero_init_residual` must then be left out: they only shape a fresh network
     :param seed: initialisation, crop positions and posterior noise all follow it; the same seed, data
-        and thread count give bit-identical weights
+        and thread count give bit-identical weights, also across a resume
+    :param state_path: resume file (model, optimiser, noise generator, step), written atomically every
+        `checkpoint_every` steps and at the end; with `resume`, a file whose recipe, image list and starting
+        weights match this call is continued from its step, any other is ignored and overwritten
     history: one dict per `log_every` steps (and the last): step, lr, crop, loss, rec, kl, psnr (dB, of
     the training crops through posterior samples), images_per_s, seconds.
     """
     _check_schedule(steps, batch_size, final_crop, final_steps)
+    if (model is None) == (model_config is None):
+        raise ValueError("train_tokenizer needs exactly one of model_config (train from scratch) and model (fine-tune)")
+    if model is not None and (init_logvar is not None or zero_init_residual):
+        raise ValueError("init_logvar and zero_init_residual shape a fresh network; they do not apply to fine-tuning")
     files = collect_files(images)
     data = _load_nchw(files, image_size)
-    model = init_tokenizer(model_config, seed, init_logvar=init_logvar, zero_init_residual=zero_init_residual)
+    device = torch.device(device)
+    if model is None:
+        model = init_tokenizer(model_config, seed, init_logvar=init_logvar, zero_init_residual=zero_init_residual)
+    model = model.float().to(device).requires_grad_(True)
     grid = model.downsample_factor
     for size in (crop, final_crop or crop):
         if size % grid or size > image_size:
@@ -159,20 +176,33 @@ def train_tokenizer(images: str | Path | list, *, model_config: dict, steps: int
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(beta1, beta2), weight_decay=weight_decay)
     gen = torch.Generator().manual_seed(seed)
-    log.info("tokenizer training: %d images, %.2f M params, %d steps x %d crops of %d px%s", len(files),
-             sum(p.numel() for p in model.parameters()) / 1e6, steps, batch_size, crop,
-             f", last {final_steps} at {final_crop} px" if final_steps else "")
-
+    recipe = {k: v for k, v in locals().items() if k in RECIPE_KEYS}
+    fingerprint = _fingerprint(recipe, files, model)
     history: list[dict] = []
     sums = {"loss": 0.0, "rec": 0.0, "kl": 0.0, "mse": 0.0}
-    seen, n_acc, t_start, t_log = 0, 0, time.perf_counter(), time.perf_counter()
-    bar = tqdm(range(steps), desc="tokenizer", unit="step", disable=not progress)
+    seen, n_acc, start = 0, 0, 0
+    if state_path is not None and resume:
+        state = _read_state(Path(state_path), fingerprint, device)
+        if state is not None:
+            model.load_state_dict(state["model"])
+            opt.load_state_dict(state["opt"])
+            gen.set_state(state["gen"])
+            start, history, sums, n_acc, seen = state["step"], state["history"], state["sums"], state["n_acc"], state["seen"]
+            log.info("tokenizer training: resuming %s at step %d of %d", state_path, start, steps)
+    log.info("tokenizer training: %d images, %.2f M params on %s, %d steps x %d crops of %d px%s", len(files),
+             sum(p.numel() for p in model.parameters()) / 1e6, device.type, steps, batch_size, crop,
+             f", last {final_steps} at {final_crop} px" if final_steps else "")
+
+    t_start = t_log = time.perf_counter()
+    elapsed = history[-1]["seconds"] if history else 0.0
+    bar = tqdm(range(start, steps), desc="tokenizer", unit="step", disable=not progress, initial=start, total=steps)
     for step in bar:
         size, n = crop, batch_size
         if step >= steps - final_steps:
             size = final_crop
             n = max(1, round(batch_size * crop ** 2 / final_crop ** 2))
-        x = random_crops(data, n, size, grid, gen)
+        # crops and posterior noise come from the CPU generator whatever the device: same seed, same draws
+        x = random_crops(data, n, size, grid, gen).to(device)
         # cosine from lr to min_lr_ratio * lr at the last step
         current_lr = lr * lr_factor(step, warmup_steps=warmup_steps, max_steps=steps - 1, schedule="cosine",
                                     floor=min_lr_ratio)
@@ -194,7 +224,7 @@ def train_tokenizer(images: str | Path | list, *, model_config: dict, steps: int
         if (step + 1) % log_every == 0 or step == steps - 1:
             now = time.perf_counter()
             entry = {"step": step + 1, "lr": current_lr, "crop": size, **_averages(sums, n_acc),
-                     "images_per_s": seen / (now - t_log), "seconds": now - t_start}
+                     "images_per_s": seen / (now - t_log), "seconds": elapsed + now - t_start}
             history.append(entry)
             bar.set_postfix(loss=f"{entry['loss']:.4f}", psnr=f"{entry['psnr']:.2f}")
             log.info("step %d/%d lr %.2e crop %d: loss %.5f rec %.5f kl %.2f psnr %.2f dB, %.1f img/s", step + 1,
@@ -205,8 +235,49 @@ def train_tokenizer(images: str | Path | list, *, model_config: dict, steps: int
                                    f"lower lr={lr} or keep grad_clip")
             sums = dict.fromkeys(sums, 0.0)
             n_acc, seen, t_log = 0, 0, now
+        if state_path is not None and ((checkpoint_every and (step + 1) % checkpoint_every == 0) or step == steps - 1):
+            _write_state(Path(state_path), {
+                "fingerprint": fingerprint, "step": step + 1, "model": model.state_dict(), "opt": opt.state_dict(),
+                "gen": gen.get_state(), "history": history, "sums": sums, "n_acc": n_acc, "seen": seen})
     bar.close()
-    return model.eval(), history
+    return model.eval().requires_grad_(False), history
+
+
+# the arguments that decide the weights a run ends with: a resume file must have been written with the same
+RECIPE_KEYS = ("steps", "batch_size", "lr", "kl_weight", "crop", "seed", "model_config", "warmup_steps",
+               "min_lr_ratio", "weight_decay", "beta1", "beta2", "l1_weight", "l2_weight", "grad_clip",
+               "final_crop", "final_steps", "init_logvar", "zero_init_residual", "image_size")
+
+
+def _fingerprint(recipe: dict, files: list[Path], model: AutoencoderKL) -> str:
+    """sha256 of the recipe, the image list and the starting weights (so a new init never resumes an old run)."""
+    h = hashlib.sha256(json.dumps({"recipe": recipe, "files": [str(f) for f in files],
+                                   "config": model.config}, sort_keys=True, default=str).encode())
+    for name, tensor in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def _read_state(path: Path, fingerprint: str, device: torch.device) -> dict | None:
+    if not path.is_file():
+        return None
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except Exception as e:  # noqa: BLE001 -- a torn or foreign file is not resumed, training starts over
+        log.warning("tokenizer training: %s is not a readable resume file (%s); starting over", path, e)
+        return None
+    if state.get("fingerprint") != fingerprint:
+        log.info("tokenizer training: %s was written for another recipe, data or init; starting over", path)
+        return None
+    state["gen"] = state["gen"].cpu()
+    return state
+
+
+def _write_state(path: Path, state: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
 
 
 def _check_schedule(steps: int, batch_size: int, final_crop: int | None, final_steps: int) -> None:

@@ -1,0 +1,95 @@
+"""`tokenizer` stage (tokenizer/dvc.yaml): the train split of data.dir -> models/tokenizer/.
+
+Fine-tunes `tokenizer.fit.init` (the shipped tokenizer or the released VA-VAE) or trains a named
+architecture from scratch, on the *train* files of data/split.json only: the val images stay unseen,
+so extract's val PSNR/SSIM and every figure after it are held-out figures for this tokenizer too.
+Writes tokenizer.safetensors (config, recipe and training figures in its metadata), a model card
+(README.md) and resume.pt beside it, and metrics/tokenizer.json.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+
+from mdgen import params
+from mdgen.io import atomic_path, file_sha256, write_json
+from mdgen.split import files_and_labels, read_split
+from mdgen.tokenizer import CONFIGS, load_tokenizer, save_tokenizer
+from mdgen.tokenizer_train import train_tokenizer
+
+KEYS = ["seed", "data.image_size", *params.section_keys("tokenizer.fit")]
+DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
+CARD_TEMPLATE = Path(__file__).resolve().parent.parent / "templates" / "fitted_tokenizer_card.md"
+# train_tokenizer's arguments that come from tokenizer.fit.* under the same name
+RECIPE = ("steps", "batch_size", "crop", "final_crop", "final_steps", "lr", "min_lr_ratio", "warmup_steps",
+          "weight_decay", "kl_weight", "l1_weight", "l2_weight", "grad_clip", "checkpoint_every")
+
+
+def main(params_path: str = "params.yaml", split_path: str = "data/split.json", out_dir: str = "models/tokenizer",
+         metrics_path: str = "metrics/tokenizer.json") -> dict:
+    p = params.read(KEYS, params_path)
+    fit = {k.removeprefix("tokenizer.fit."): v for k, v in p.items() if k.startswith("tokenizer.fit.")}
+    manifest = read_split(split_path)
+    files, _ = files_and_labels(manifest, "train")  # never the val part
+    if fit["device"] == "cuda" and not torch.cuda.is_available():
+        raise ValueError("tokenizer.fit.device = 'cuda', but torch sees no CUDA device (use auto or cpu)")
+    device = torch.device("cuda" if fit["device"] != "cpu" and torch.cuda.is_available() else "cpu")
+    size = p["data.image_size"]
+    init = Path(fit["init"])
+    if fit["model"] == "init":
+        model, model_config, start = load_tokenizer(init), None, f"fine-tuned from `{init}`"
+        init_sha = file_sha256(init)
+        shaping = {}
+    else:
+        model, model_config = None, {**CONFIGS[fit["model"]], "resolution": size}
+        start, init_sha = f"{fit['model']} trained from scratch", None
+        shaping = {"init_logvar": fit["init_logvar"], "zero_init_residual": fit["zero_init_residual"]}
+
+    out = Path(out_dir)
+    threads = torch.get_num_threads()
+    if fit["threads"]:
+        torch.set_num_threads(fit["threads"])
+    try:
+        t0 = time.perf_counter()
+        model, history = train_tokenizer(
+            files, model=model, model_config=model_config, seed=p["seed"], image_size=size, device=device,
+            state_path=out / "resume.pt", resume=fit["resume"] == "auto", **shaping,
+            **{k: fit[k] for k in RECIPE})
+        seconds = time.perf_counter() - t0
+        used_threads = torch.get_num_threads()
+    finally:
+        torch.set_num_threads(threads)
+
+    last = history[-1]
+    metrics = {
+        "start": fit["model"], "init": str(init) if init_sha else None, "init_sha256": init_sha,
+        "train_images": len(files), "steps": last["step"], "params_m": round(sum(x.numel() for x in model.parameters()) / 1e6, 3),
+        # PSNR of the last logged window of training crops through posterior samples: a training figure; the
+        # held-out ones are extract's val_psnr_db / val_ssim when tokenizer.checkpoint is this tokenizer
+        "train_crop_psnr_db": round(last["psnr"], 3), "train_rec_loss": last["rec"], "train_kl": last["kl"],
+        # seconds of this call: after a resume, only the steps run now
+        "seconds": round(seconds, 1), "device": device.type, "threads": used_threads if device.type == "cpu" else None,
+    }
+    history_brief = [{k: h[k] for k in ("step", "crop", "lr", "rec", "kl", "psnr")} for h in history]
+    save_tokenizer(model, out / "tokenizer.safetensors", dtype=DTYPES[fit["save_dtype"]],
+                   metadata={"mdgen_fit": {"params": fit, "seed": p["seed"], "image_size": size, **metrics,
+                                           "torch": torch.__version__}, "mdgen_history": history_brief})
+    with atomic_path(out / "README.md") as card:
+        card.write_text(model_card(fit, metrics, history, start, data_dir=manifest["data_dir"]))
+    write_json(metrics_path, metrics)
+    print(f"tokenizer: {start} on {len(files)} train images of {manifest['data_dir']}, {last['step']} steps in "
+          f"{seconds / 60:.1f} min on {device.type}; train-crop PSNR {last['psnr']:.2f} dB -> {out}/tokenizer.safetensors")
+    return metrics
+
+
+def model_card(fit: dict, metrics: dict, history: list[dict], start: str, data_dir: str) -> str:
+    """The model card of a fitted tokenizer: `templates/fitted_tokenizer_card.md` filled in."""
+    rows = history[:: max(1, len(history) // 12)]
+    rows += [h for h in history[-1:] if h is not rows[-1]]
+    curve = "\n".join(f"| {h['step']} | {h['crop']} | {h['lr']:.2e} | {h['rec']:.4f} | {h['psnr']:.2f} |" for h in rows)
+    recipe = ", ".join(f"{k} {fit[k]}" for k in RECIPE if k != "checkpoint_every")
+    template = CARD_TEMPLATE.read_text(encoding="utf-8")
+    return template.format(start=start, data_dir=data_dir, m=metrics, recipe=recipe, curve=curve,
+                           minutes=metrics["seconds"] / 60)

@@ -1,0 +1,156 @@
+"""The `tokenizer` stage (tokenizer/dvc.yaml) on a tiny folder: it fits on the train split only, fine-tunes or
+trains from scratch, resumes or starts over as its params say; `extract` switches tokenizers by params alone."""
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file
+
+from mdgen import tokenizer_train
+from mdgen.images import load_images
+from mdgen.io import file_sha256
+from mdgen.split import files_and_labels, make_split
+from mdgen.stages import extract
+from mdgen.stages import tokenizer as stage
+from mdgen.tokenizer import CONFIGS, AutoencoderKL, load_tokenizer
+from tests.conftest import make_image_folder, make_tiny_tokenizer, write_params
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+# 6 steps of 2 crops of 32 px, the last 2 on whole 64 px images; a resume file every 2 steps
+FIT = {"steps": 6, "batch_size": 2, "crop": 32, "final_crop": 64, "final_steps": 2, "warmup_steps": 1,
+       "checkpoint_every": 2}
+
+
+@pytest.fixture
+def ws(tmp_path):
+    data = make_image_folder(tmp_path / "data", users=2, per_user=6)
+    (tmp_path / "split.json").write_text(json.dumps(make_split(data, 0.34, seed=0, mode="random")))
+    return tmp_path, data, make_tiny_tokenizer(tmp_path / "tiny.safetensors")
+
+
+def params_file(ws, tag: str = "a", **fit):
+    root, data, init = ws
+    return write_params(root / f"params_{tag}.yaml", {
+        "data": {"dir": str(data), "image_size": 64}, "tokenizer": {"fit": {"init": str(init), **FIT, **fit}}})
+
+
+def fit(ws, params, out: str = "tok") -> dict:
+    root = ws[0]
+    return stage.main(str(params), split_path=str(root / "split.json"), out_dir=str(root / out),
+                      metrics_path=str(root / f"{out}.json"))
+
+
+def weights(path) -> dict[str, torch.Tensor]:
+    return load_file(str(path))
+
+
+class CountSteps:
+    """Wraps tokenizer_train.reconstruction_loss: counts the steps trained, and can kill the run at one."""
+
+    def __init__(self, monkeypatch, kill_at: int | None = None):
+        self.calls, self.kill_at, self.inner = 0, kill_at, tokenizer_train.reconstruction_loss
+        monkeypatch.setattr(tokenizer_train, "reconstruction_loss", self)
+
+    def __call__(self, *args, **kwargs):
+        self.calls += 1
+        if self.calls == self.kill_at:
+            raise KeyboardInterrupt("killed")
+        return self.inner(*args, **kwargs)
+
+
+def test_fits_on_the_train_split_only(ws):
+    root, data, init = ws
+    manifest = json.loads((root / "split.json").read_text())
+    val, _ = files_and_labels(manifest, "val")
+    train, _ = files_and_labels(manifest, "train")
+    assert val and train
+    for f in val:  # a stage that opened any val image would fail on it
+        f.write_bytes(b"not an image")
+    with pytest.raises(Exception):
+        load_images(val[:1], 64)
+    m = fit(ws, params_file(ws))
+    assert m["train_images"] == len(train) and m["steps"] == FIT["steps"] and m["start"] == "init"
+    assert m["init_sha256"] == file_sha256(init)
+    fitted = root / "tok" / "tokenizer.safetensors"
+    model = load_tokenizer(fitted)
+    assert model.config == load_tokenizer(init).config
+    before, after = weights(init), weights(fitted)
+    assert any(not torch.allclose(before[k], after[k].float()) for k in before), "fine-tuning changed nothing"
+    with safe_open(str(fitted), "pt") as f:
+        meta = json.loads(f.metadata()["mdgen_fit"])
+    assert meta["params"]["steps"] == FIT["steps"] and meta["train_images"] == len(train)
+    card = (root / "tok" / "README.md").read_text()
+    assert f"{len(train)} images" in card and "val images were never read" in card
+    assert json.loads((root / "tok.json").read_text()) == m
+
+
+def test_a_killed_fit_resumes_to_the_same_weights(ws, monkeypatch, caplog):
+    fit(ws, params_file(ws), out="whole")
+    counter = CountSteps(monkeypatch, kill_at=5)  # dies in step 5: steps 1-4 are in resume.pt
+    with pytest.raises(KeyboardInterrupt):
+        fit(ws, params_file(ws), out="killed")
+    assert not (ws[0] / "killed" / "tokenizer.safetensors").exists()
+    assert torch.load(ws[0] / "killed" / "resume.pt", weights_only=True)["step"] == 4
+    counter = CountSteps(monkeypatch)
+    with caplog.at_level(logging.INFO, logger="mdgen.tokenizer_train"):
+        fit(ws, params_file(ws), out="killed")
+    assert counter.calls == 2 and "at step 4 of 6" in caplog.text
+    whole, resumed = weights(ws[0] / "whole" / "tokenizer.safetensors"), weights(ws[0] / "killed" / "tokenizer.safetensors")
+    assert all(torch.equal(whole[k], resumed[k]) for k in whole)
+
+
+def test_resume_never_and_a_changed_recipe_start_over(ws, monkeypatch):
+    fit(ws, params_file(ws))
+    counter = CountSteps(monkeypatch)
+    fit(ws, params_file(ws))                              # finished and unchanged: nothing left to train
+    assert counter.calls == 0
+    fit(ws, params_file(ws, "never", resume="never"))     # told to start over
+    assert counter.calls == FIT["steps"]
+    fit(ws, params_file(ws, "lr", lr=0.001))              # another recipe: its resume file does not apply
+    assert counter.calls == 2 * FIT["steps"]
+
+
+def test_from_scratch_with_a_named_architecture(ws):
+    m = fit(ws, params_file(ws, "scratch", model="small-f16d32", steps=2, final_steps=1, checkpoint_every=1))
+    assert m["start"] == "small-f16d32" and m["init"] is None and m["init_sha256"] is None
+    model = load_tokenizer(ws[0] / "tok" / "tokenizer.safetensors")
+    assert {k: model.config[k] for k in CONFIGS["small-f16d32"]} == CONFIGS["small-f16d32"]
+    assert model.config["resolution"] == 64
+
+
+def test_bad_fit_params_name_what_is_wrong(ws):
+    with pytest.raises(FileNotFoundError, match="missing.safetensors"):
+        fit(ws, params_file(ws, "missing", init=str(ws[0] / "missing.safetensors")))
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="tokenizer.fit.device = 'cuda'"):
+            fit(ws, params_file(ws, "cuda", device="cuda"))
+    with pytest.raises(ValueError, match="final_steps=7"):
+        fit(ws, params_file(ws, "final", final_steps=7))
+    assert not (ws[0] / "tok").exists()
+
+
+def test_extract_switches_between_shipped_fitted_and_full_size_vavae_by_params(ws):
+    root = ws[0]
+    fit(ws, params_file(ws))
+    full = root / "vavae-imagenet256-f16d32-dinov2.pt"
+    torch.manual_seed(0)
+    torch.save({"state_dict": AutoencoderKL().state_dict()}, full)  # the released layout, random weights
+    latents = {}
+    for name, ckpt in (("shipped", ws[2]), ("fitted", root / "tok" / "tokenizer.safetensors"), ("vavae", full)):
+        params = write_params(root / f"params_{name}.yaml", {
+            "data": {"dir": str(ws[1]), "image_size": 64}, "tokenizer": {"checkpoint": str(ckpt)},
+            "extract": {"batch_size": 4, "plot_per_user": 1}})
+        out = root / f"latents_{name}"
+        extract.main(str(params), split_path=str(root / "split.json"), out_dir=str(out),
+                     metrics_path=str(root / f"extract_{name}.json"), plot_path=str(root / f"recon_{name}.png"))
+        with safe_open(str(out / "train.safetensors"), "pt") as f:
+            assert f.metadata()["tokenizer_sha256"] == file_sha256(ckpt)
+            latents[name] = f.get_tensor("latents")
+        assert latents[name].shape[1:] == (32, 4, 4)
+    assert not torch.equal(latents["shipped"], latents["fitted"])
+    assert not torch.equal(latents["shipped"], latents["vavae"])
