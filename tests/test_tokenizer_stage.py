@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 
 import pytest
 import torch
@@ -111,7 +112,7 @@ def test_resume_never_and_a_changed_recipe_start_over(ws, monkeypatch):
     assert counter.calls == 0
     fit(ws, params_file(ws, "never", resume="never"))     # told to start over
     assert counter.calls == FIT["steps"]
-    fit(ws, params_file(ws, "lr", lr=0.001))              # another recipe: its resume file does not apply
+    fit(ws, params_file(ws, "lr", lr=0.002))              # another recipe: its resume file does not apply
     assert counter.calls == 2 * FIT["steps"]
 
 
@@ -154,3 +155,32 @@ def test_extract_switches_between_shipped_fitted_and_full_size_vavae_by_params(w
         assert latents[name].shape[1:] == (32, 4, 4)
     assert not torch.equal(latents["shipped"], latents["fitted"])
     assert not torch.equal(latents["shipped"], latents["vavae"])
+
+
+def test_fine_tunes_a_full_size_vavae_pt(ws):
+    """The GPU profile's path on a CPU: the released VA-VAE's .pt layout (random weights), one step on one image."""
+    root = ws[0]
+    full = root / "vavae-imagenet256-f16d32-dinov2.pt"
+    torch.manual_seed(0)
+    torch.save({"state_dict": AutoencoderKL().state_dict()}, full)
+    m = fit(ws, params_file(ws, "vavae", init=str(full), steps=1, batch_size=1, crop=64, final_crop=None,
+                            final_steps=0, save_dtype="bfloat16"))
+    assert m["start"] == "init" and 69 < m["params_m"] < 71
+    model = load_tokenizer(root / "tok" / "tokenizer.safetensors")
+    assert {k: model.config[k] for k in CONFIGS["vavae-f16d32"]} == CONFIGS["vavae-f16d32"]
+
+
+def test_readme_profiles_are_valid_params(tmp_path):
+    from tests.test_workflows import readme_section, set_params_of, validated
+
+    section = readme_section("Fitting the tokenizer to your data")
+    blocks = re.findall(r"```bash\n(.*?)```", section, flags=re.S)
+    commands = [c for b in blocks for c in b.replace("\\\n", " ").splitlines() if c.strip().startswith("dvc exp run")]
+    assert len(commands) == 2, commands  # the CPU profile, the GPU profile
+    cpu, gpu = (validated(tmp_path, set_params_of(c)) for c in commands)
+    assert cpu["tokenizer.checkpoint"] == gpu["tokenizer.checkpoint"] == "models/tokenizer/tokenizer.safetensors"
+    assert cpu["tokenizer.fit.model"] == gpu["tokenizer.fit.model"] == "init"
+    assert gpu["tokenizer.fit.device"] == "cuda" and gpu["tokenizer.fit.init"].endswith("dinov2.pt")
+    variant = re.search(r"The same GPU profile with (.*?) trains", section, flags=re.S).group(1)
+    scratch = validated(tmp_path, set_params_of(commands[1]) + re.findall(r"-S ([a-z_.]+=[^\s`]+)", variant))
+    assert scratch["tokenizer.fit.model"] == "vavae-f16d32" and scratch["tokenizer.fit.final_steps"] > 0
