@@ -123,6 +123,12 @@ def test_augmentation_gain_reports_each_seed():
     assert len(r["real_only"]) == len(r["real_plus_generated"]) == 3
     gains = np.array(r["real_plus_generated"]) - np.array(r["real_only"])
     assert r["gain_mean"] == pytest.approx(gains.mean()) and r["gain_std"] == pytest.approx(gains.std())
+    lo, hi = r["gain_ci95"]
+    # t(0.975, 2 dof) = 4.303
+    half = 4.303 * gains.std(ddof=1) / np.sqrt(3)
+    assert lo == pytest.approx(gains.mean() - half, abs=1e-3) and hi == pytest.approx(gains.mean() + half, abs=1e-3)
+    one = augmentation_gain(x, y, xv, yv, xg, yg, 3, fewshot_per_user=2, seeds=[0], recipe=recipe)
+    assert one["gain_ci95"] is None
 
 
 # --------------------------------------------------------------------------------------
@@ -238,7 +244,9 @@ def test_classifier_and_evaluate_stages_write_all_metrics(tmp_path):
     assert m["kinematics"]["per_user"]["ID_2"]["truth_torso_speed_mps"] == pytest.approx(1.2)
     aug = m["augmentation"]
     assert len(aug["per_seed"]) == 3 and {"real_only_mean", "real_plus_generated_mean", "gain_mean",
-                                          "gain_std"} <= set(aug)
+                                          "gain_std", "gain_ci95"} <= set(aug)
+    val_rows = json.loads((tmp_path / "plots" / evaluate_stage.PLOTS["confusion_val_data"]).read_text())
+    assert len(val_rows) == 4 and {r["actual"] for r in val_rows} == {"ID_1", "ID_2"}
     for name in evaluate_stage.PLOTS.values():
         assert (tmp_path / "plots" / name).is_file(), name
 

@@ -257,7 +257,8 @@ def augmentation_gain(train_images: np.ndarray, train_labels: np.ndarray, val_im
     (keyword arguments of `mdgen.classifier.train_classifier` except the seed) on them alone
     and on them plus all generated images, and test both on real val. Both arms take the same
     optimiser steps and seed, so the difference is the data. Returns per-seed accuracies,
-    mean and (population) std of each arm, and of the paired gain.
+    mean and (population) std of each arm, and of the paired gain with its 95 % Student-t interval
+    over the seeds (null for one seed).
     """
     if len(seeds) < 1:
         raise ValueError("augmentation_gain: need at least one seed")
@@ -282,4 +283,15 @@ def augmentation_gain(train_images: np.ndarray, train_labels: np.ndarray, val_im
         "real_only_mean": float(real_only.mean()), "real_only_std": float(real_only.std()),
         "real_plus_generated_mean": float(augmented.mean()), "real_plus_generated_std": float(augmented.std()),
         "gain_mean": float(gain.mean()), "gain_std": float(gain.std()),
+        "gain_ci95": _t_interval(gain),
     }
+
+
+def _t_interval(x: np.ndarray, level: float = 0.95) -> list[float] | None:
+    """Student-t interval of the mean of `x` (sample std): the seeds are few, so not the normal 1.96."""
+    if len(x) < 2:
+        return None
+    from scipy import stats
+
+    half = stats.t.ppf(0.5 + level / 2, len(x) - 1) * x.std(ddof=1) / np.sqrt(len(x))
+    return [float(x.mean() - half), float(x.mean() + half)]

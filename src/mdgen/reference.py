@@ -126,9 +126,11 @@ def results_table(metrics: dict, reference_run: dict) -> str:
         f"| real-vs-real floor (mean ± std over train subsets) | {d['fid_real_floor']:.2f} ± "
         f"{d['fid_real_floor_std']:.2f} | — |",
         f"| FID / floor | {d['fid_ratio']:.2f} | {std['distribution.fid_ratio']:.2f} |",
-        f"| KID / its real-vs-real floor | {d['kid']:.4f} / {d['kid_real_floor']:.4f} | — |",
+        f"| KID ± std over subsets / its real-vs-real floor | {d['kid']:.4f} ± {d['kid_std']:.4f} / "
+        f"{d['kid_real_floor']:.4f} ± {d['kid_real_floor_std']:.4f} | — |",
         f"| few-shot accuracy, real only → + samples ({len(a['per_seed'])} seeds) | {a['real_only_mean']:.3f} → "
-        f"{a['real_plus_generated_mean']:.3f} (gain {a['gain_mean']:+.3f} ± {a['gain_std']:.3f}) | — |",
+        f"{a['real_plus_generated_mean']:.3f} (gain {a['gain_mean']:+.3f}, 95 % interval "
+        f"[{a['gain_ci95'][0]:+.3f}, {a['gain_ci95'][1]:+.3f}]) | — |",
         f"| memorisation share (chance {m['expected']:.2f}) | {m['share']:.3f} | — |",
     ]
     return "\n".join(rows)

@@ -40,6 +40,8 @@ PLOTS = {
     "accuracy": "accuracy_per_user.png",
     "confusion": "confusion.png",
     "confusion_data": "confusion.json",
+    "confusion_val": "confusion_real_val.png",
+    "confusion_val_data": "confusion_real_val.json",
     "pairs": "closest_pairs.png",
     "kinematics": "kinematics.png",
 }
@@ -131,7 +133,8 @@ def conditional_accuracy(d: Inputs) -> tuple[dict, dict]:
                      for c in requested},
     }
     plot = {"generated": [acc_gen_u[c] for c in requested], "real_val": [acc_val_u[c] for c in requested],
-            "predicted": pred_gen, "confusion": confusion_matrix(d.y_gen, pred_gen, n_cls)}
+            "predicted": pred_gen, "confusion": confusion_matrix(d.y_gen, pred_gen, n_cls),
+            "predicted_val": pred_val, "confusion_val": confusion_matrix(d.y_val, pred_val, n_cls)}
     return section, plot
 
 
@@ -214,14 +217,15 @@ def augmentation(d: Inputs, p: dict) -> dict:
     aug = augmentation_gain(d.x_train, d.y_train, d.x_val, d.y_val, d.x_gen, d.y_gen, len(d.users),
                             fewshot_per_user=p["evaluate.fewshot_per_user"],
                             seeds=[p["seed"] + i for i in range(p["evaluate.seeds"])], recipe=recipe, progress=True)
-    section = {k: v for k, v in aug.items() if not isinstance(v, list)}
+    section = {k: v for k, v in aug.items() if k not in ("seeds", "real_only", "real_plus_generated")}
     section["per_seed"] = {f"seed_{s}": {"real_only": a, "real_plus_generated": b}
                            for s, a, b in zip(aug["seeds"], aug["real_only"], aug["real_plus_generated"])}
     return section
 
 
 def write_plots(out: Path, d: Inputs, accuracy: dict, pairs: list[tuple[int, int, float]], gait_panels: dict) -> None:
-    """plots/evaluate/: accuracy per user, confusion matrix (and its data), closest pairs, kinematics."""
+    """plots/evaluate/: accuracy per user, confusion matrices of samples and of real val beside them (and their
+    data), closest pairs, kinematics."""
     req_users = [d.users[c] for c in d.requested]
     grouped_bars(out / PLOTS["accuracy"], req_users,
                  {"real val": accuracy["real_val"], "generated": accuracy["generated"]},
@@ -230,6 +234,11 @@ def write_plots(out: Path, d: Inputs, accuracy: dict, pairs: list[tuple[int, int
                       title="generated samples: requested vs predicted user", ylabel="requested")
     write_json(out / PLOTS["confusion_data"], [{"actual": d.users[a], "predicted": d.users[b]}
                                                for a, b in zip(d.y_gen.tolist(), accuracy["predicted"].tolist())])
+    # the judge's own errors on real images: a sample's confusion is only as telling as this one is clean
+    confusion_heatmap(out / PLOTS["confusion_val"], accuracy["confusion_val"], d.users,
+                      title="real val: actual vs predicted user", ylabel="actual")
+    write_json(out / PLOTS["confusion_val_data"], [{"actual": d.users[a], "predicted": d.users[b]}
+                                                   for a, b in zip(d.y_val.tolist(), accuracy["predicted_val"].tolist())])
     image_grid(out / PLOTS["pairs"], [[d.x_gen[g], d.x_train[t]] for g, t, _ in pairs],
                [f"{d.gen_files[g].parent.name}/{d.gen_files[g].name}\nd={dist:.3g}" for g, _, dist in pairs],
                ["generated", "nearest train"], cell=1.8)
