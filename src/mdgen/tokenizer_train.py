@@ -177,7 +177,7 @@ def train_tokenizer(images: str | Path | list, *, steps: int, batch_size: int, l
     opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(beta1, beta2), weight_decay=weight_decay)
     gen = torch.Generator().manual_seed(seed)
     recipe = {k: v for k, v in locals().items() if k in RECIPE_KEYS}
-    fingerprint = _fingerprint(recipe, files, model)
+    fingerprint = _fingerprint(recipe, files, model) if state_path is not None else None
     history: list[dict] = []
     sums = {"loss": 0.0, "rec": 0.0, "kl": 0.0, "mse": 0.0}
     seen, n_acc, start = 0, 0, 0
