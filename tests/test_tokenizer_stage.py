@@ -17,7 +17,8 @@ from mdgen.io import file_sha256
 from mdgen.split import files_and_labels, make_split
 from mdgen.stages import extract
 from mdgen.stages import tokenizer as stage
-from mdgen.tokenizer import CONFIGS, AutoencoderKL, load_tokenizer
+from mdgen.params import SCHEMA
+from mdgen.tokenizer import CONFIGS, SAVE_DTYPES, AutoencoderKL, load_tokenizer
 from tests.conftest import make_image_folder, make_tiny_tokenizer, write_params
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -87,6 +88,7 @@ def test_fits_on_the_train_split_only(ws):
     assert meta["params"]["steps"] == FIT["steps"] and meta["train_images"] == len(train)
     card = (root / "tok" / "README.md").read_text()
     assert f"{len(train)} images" in card and "val images were never read" in card
+    assert "on random 32-px crops on the latent grid, the last 2 steps on whole images." in card
     assert json.loads((root / "tok.json").read_text()) == m
 
 
@@ -184,3 +186,12 @@ def test_readme_profiles_are_valid_params(tmp_path):
     variant = re.search(r"The same GPU profile with (.*?) trains", section, flags=re.S).group(1)
     scratch = validated(tmp_path, set_params_of(commands[1]) + re.findall(r"-S ([a-z_.]+=[^\s`]+)", variant))
     assert scratch["tokenizer.fit.model"] == "vavae-f16d32" and scratch["tokenizer.fit.final_steps"] > 0
+
+
+def test_params_schema_names_the_registries():
+    """params.py does not import torch, so it spells the names of tokenizer.CONFIGS and SAVE_DTYPES out."""
+    def names(key: str) -> set[str]:
+        return set(SCHEMA[key].expect.removeprefix("one of ").split(" | "))
+
+    assert names("tokenizer.fit.model") == {"init", *CONFIGS}
+    assert names("tokenizer.fit.save_dtype") == set(SAVE_DTYPES)

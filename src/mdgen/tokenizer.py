@@ -469,6 +469,10 @@ def load_tokenizer(path: str | Path, config: dict | None = None, device: str | t
     return model
 
 
+# on-disk dtypes of `save_tokenizer`, by the names the yaml files use (`save.dtype`, `tokenizer.fit.save_dtype`)
+SAVE_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
+
+
 def save_tokenizer(model: AutoencoderKL, path: str | Path, metadata: dict | None = None,
                    dtype: torch.dtype | None = None) -> None:
     """Write `model` as .safetensors (atomically) with its config in the metadata.

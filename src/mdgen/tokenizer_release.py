@@ -21,16 +21,16 @@ from typing import Any
 
 import torch
 
+from mdgen.accel import torch_threads
 from mdgen.io import atomic_path
 from mdgen.params import Bool, Float, Int, ParamsError, Spec, load_params
 from mdgen.simulate import RadarConfig, simulate_dataset
-from mdgen.tokenizer import save_tokenizer
+from mdgen.tokenizer import SAVE_DTYPES, save_tokenizer
 from mdgen.tokenizer_train import collect_files, evaluate_tokenizer, linear_codec_psnr, train_tokenizer
 
 DEFAULT_CONFIG = "data/pretrained/mdgen-vae-f16d32-sim.yaml"
 CARD_TEMPLATE = "templates/tokenizer_card.md"  # in the mdgen package
 LINEAR_COMPONENTS = (32, 64, 128, 256)  # numbers per 16x16 patch for the linear (PCA) yardstick
-DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 
 
 def IntList(lo: int = 1) -> Spec:
@@ -75,7 +75,7 @@ SCHEMA: dict[str, Spec] = {
     "train.zero_init_residual": Bool(),
     "train.threads": Int(1, optional=True),
     "train.log_every": Int(1),
-    "save.dtype": Spec(str, lambda v: v in DTYPES, "one of " + " | ".join(DTYPES)),
+    "save.dtype": Spec(str, lambda v: v in SAVE_DTYPES, "one of " + " | ".join(SAVE_DTYPES)),
 }
 
 
@@ -147,10 +147,7 @@ def main(params_path: str = DEFAULT_CONFIG, out: str | None = None, card: str | 
         for part in ("train", "heldout"):
             simulate_dataset(tmp / part, d[f"{part}_users"], d[f"{part}_images_per_user"], seed=d[f"{part}_seed"],
                              progress=progress)
-        threads = torch.get_num_threads()
-        if t["threads"]:
-            torch.set_num_threads(t["threads"])
-        try:
+        with torch_threads(t["threads"]):
             t_train = time.perf_counter()
             model_config = {**config["model"], "resolution": d["image_size"]}
             model, history = train_tokenizer(
@@ -164,15 +161,13 @@ def main(params_path: str = DEFAULT_CONFIG, out: str | None = None, card: str | 
                                                              patch=model.downsample_factor,
                                                              components=LINEAR_COMPONENTS, image_size=d["image_size"])
             used_threads = torch.get_num_threads()
-        finally:
-            torch.set_num_threads(threads)
 
     steps_run = history[-1]["step"]
     summary = {"steps": steps_run, "train_seconds": round(train_seconds, 1),
                "images_per_s": round(_crops_seen(t) / train_seconds, 2)}
     headline = {k: metrics[k] for k in ("psnr", "psnr_min", "ssim", "psnr_sample", "ssim_sample", "channel_std_min",
                                         "channel_std_mean", "dead_channels", "images", "linear_codec_psnr")}
-    save_tokenizer(model, out, dtype=DTYPES[config["save"]["dtype"]],
+    save_tokenizer(model, out, dtype=SAVE_DTYPES[config["save"]["dtype"]],
                    metadata={"mdgen_training": {**config, **summary, "torch": torch.__version__},
                              "mdgen_metrics": headline})
     info = {"file_mb": out.stat().st_size / 1e6, "dtype": config["save"]["dtype"],

@@ -14,13 +14,13 @@ from pathlib import Path
 import torch
 
 from mdgen import params
+from mdgen.accel import torch_threads
 from mdgen.io import atomic_path, file_sha256, write_json
 from mdgen.split import files_and_labels, read_split
-from mdgen.tokenizer import CONFIGS, load_tokenizer, save_tokenizer
+from mdgen.tokenizer import CONFIGS, SAVE_DTYPES, load_tokenizer, save_tokenizer
 from mdgen.tokenizer_train import train_tokenizer
 
 KEYS = ["seed", "data.image_size", *params.section_keys("tokenizer.fit")]
-DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 CARD_TEMPLATE = Path(__file__).resolve().parent.parent / "templates" / "fitted_tokenizer_card.md"
 # train_tokenizer's arguments that come from tokenizer.fit.* under the same name
 RECIPE = ("steps", "batch_size", "crop", "final_crop", "final_steps", "lr", "min_lr_ratio", "warmup_steps",
@@ -48,10 +48,7 @@ def main(params_path: str = "params.yaml", split_path: str = "data/split.json", 
         shaping = {"init_logvar": fit["init_logvar"], "zero_init_residual": fit["zero_init_residual"]}
 
     out = Path(out_dir)
-    threads = torch.get_num_threads()
-    if fit["threads"]:
-        torch.set_num_threads(fit["threads"])
-    try:
+    with torch_threads(fit["threads"]):
         t0 = time.perf_counter()
         model, history = train_tokenizer(
             files, model=model, model_config=model_config, seed=p["seed"], image_size=size, device=device,
@@ -59,8 +56,6 @@ def main(params_path: str = "params.yaml", split_path: str = "data/split.json", 
             **{k: fit[k] for k in RECIPE})
         seconds = time.perf_counter() - t0
         used_threads = torch.get_num_threads()
-    finally:
-        torch.set_num_threads(threads)
 
     last = history[-1]
     metrics = {
@@ -73,23 +68,29 @@ def main(params_path: str = "params.yaml", split_path: str = "data/split.json", 
         "seconds": round(seconds, 1), "device": device.type, "threads": used_threads if device.type == "cpu" else None,
     }
     history_brief = [{k: h[k] for k in ("step", "crop", "lr", "rec", "kl", "psnr")} for h in history]
-    save_tokenizer(model, out / "tokenizer.safetensors", dtype=DTYPES[fit["save_dtype"]],
+    save_tokenizer(model, out / "tokenizer.safetensors", dtype=SAVE_DTYPES[fit["save_dtype"]],
                    metadata={"mdgen_fit": {"params": fit, "seed": p["seed"], "image_size": size, **metrics,
                                            "torch": torch.__version__}, "mdgen_history": history_brief})
     with atomic_path(out / "README.md") as card:
-        card.write_text(model_card(fit, metrics, history, start, data_dir=manifest["data_dir"]))
+        card.write_text(model_card(fit, metrics, history, start, data_dir=manifest["data_dir"], image_size=size))
     write_json(metrics_path, metrics)
     print(f"tokenizer: {start} on {len(files)} train images of {manifest['data_dir']}, {last['step']} steps in "
           f"{seconds / 60:.1f} min on {device.type}; train-crop PSNR {last['psnr']:.2f} dB -> {out}/tokenizer.safetensors")
     return metrics
 
 
-def model_card(fit: dict, metrics: dict, history: list[dict], start: str, data_dir: str) -> str:
+def model_card(fit: dict, metrics: dict, history: list[dict], start: str, data_dir: str, image_size: int) -> str:
     """The model card of a fitted tokenizer: `templates/fitted_tokenizer_card.md` filled in."""
     rows = history[:: max(1, len(history) // 12)]
     rows += [h for h in history[-1:] if h is not rows[-1]]
     curve = "\n".join(f"| {h['step']} | {h['crop']} | {h['lr']:.2e} | {h['rec']:.4f} | {h['psnr']:.2f} |" for h in rows)
     recipe = ", ".join(f"{k} {fit[k]}" for k in RECIPE if k != "checkpoint_every")
+    def windows(crop: int) -> str:
+        return "whole images" if crop >= image_size else f"random {crop}-px crops on the latent grid"
+
+    trained_on = windows(fit["crop"])
+    if fit["final_steps"]:
+        trained_on += f", the last {fit['final_steps']} steps on {windows(fit['final_crop'])}"
     template = CARD_TEMPLATE.read_text(encoding="utf-8")
     return template.format(start=start, data_dir=data_dir, m=metrics, recipe=recipe, curve=curve,
-                           minutes=metrics["seconds"] / 60)
+                           windows=trained_on, minutes=metrics["seconds"] / 60)
