@@ -133,8 +133,7 @@ def conditional_accuracy(d: Inputs) -> tuple[dict, dict]:
                      for c in requested},
     }
     plot = {"generated": [acc_gen_u[c] for c in requested], "real_val": [acc_val_u[c] for c in requested],
-            "predicted": pred_gen, "confusion": confusion_matrix(d.y_gen, pred_gen, n_cls),
-            "predicted_val": pred_val, "confusion_val": confusion_matrix(d.y_val, pred_val, n_cls)}
+            "predicted": pred_gen, "predicted_val": pred_val}
     return section, plot
 
 
@@ -230,15 +229,15 @@ def write_plots(out: Path, d: Inputs, accuracy: dict, pairs: list[tuple[int, int
     grouped_bars(out / PLOTS["accuracy"], req_users,
                  {"real val": accuracy["real_val"], "generated": accuracy["generated"]},
                  ylabel="classifier top-1", title="identification accuracy per user")
-    confusion_heatmap(out / PLOTS["confusion"], accuracy["confusion"], d.users,
-                      title="generated samples: requested vs predicted user", ylabel="requested")
-    write_json(out / PLOTS["confusion_data"], [{"actual": d.users[a], "predicted": d.users[b]}
-                                               for a, b in zip(d.y_gen.tolist(), accuracy["predicted"].tolist())])
-    # the judge's own errors on real images: a sample's confusion is only as telling as this one is clean
-    confusion_heatmap(out / PLOTS["confusion_val"], accuracy["confusion_val"], d.users,
-                      title="real val: actual vs predicted user", ylabel="actual")
-    write_json(out / PLOTS["confusion_val_data"], [{"actual": d.users[a], "predicted": d.users[b]}
-                                                   for a, b in zip(d.y_val.tolist(), accuracy["predicted_val"].tolist())])
+    # the samples' confusion beside the judge's own errors on real images: a sample's confusion is only as
+    # telling as the judge's is clean
+    for key, true, pred, title, ylabel in (
+            ("confusion", d.y_gen, accuracy["predicted"], "generated samples: requested vs predicted user", "requested"),
+            ("confusion_val", d.y_val, accuracy["predicted_val"], "real val: actual vs predicted user", "actual")):
+        confusion_heatmap(out / PLOTS[key], confusion_matrix(true, pred, len(d.users)), d.users, title=title,
+                          ylabel=ylabel)
+        write_json(out / PLOTS[f"{key}_data"], [{"actual": d.users[a], "predicted": d.users[b]}
+                                                for a, b in zip(true.tolist(), pred.tolist())])
     image_grid(out / PLOTS["pairs"], [[d.x_gen[g], d.x_train[t]] for g, t, _ in pairs],
                [f"{d.gen_files[g].parent.name}/{d.gen_files[g].name}\nd={dist:.3g}" for g, _, dist in pairs],
                ["generated", "nearest train"], cell=1.8)
