@@ -7,6 +7,7 @@ import torch
 from safetensors.torch import load_file
 
 from mdgen.dit import LightningDiT, LightningDiT_configs, build_dit
+from mdgen.errors import ParamsError
 
 FIXTURES = Path(__file__).parent / "fixtures"
 PARITY = ["lightningdit_tiny_parity", "lightningdit_tiny_qknorm_parity"]
@@ -174,7 +175,7 @@ def test_build_dit_registry_and_errors():
             "LightningDiT-Tiny/1", "LightningDiT-S/1"} <= set(LightningDiT_configs)
     model = build_dit("LightningDiT-Tiny/1", num_classes=7, input_size=4)
     assert model.config["num_classes"] == 7 and model.config["hidden_size"] == 192
-    with pytest.raises(KeyError, match="LightningDiT-B/1"):
+    with pytest.raises(ParamsError, match="LightningDiT-B/1"):
         build_dit("LightningDiT-Huge/1")
     with pytest.raises(TypeError):
         build_dit("LightningDiT-Tiny/1", learn_sigma=True)

@@ -63,6 +63,29 @@ def test_corrupt_jpeg_in_own_data_names_the_file(tmp_path):
     assert not (tmp_path / "split.json").exists()
 
 
+def test_truncated_jpeg_and_empty_png_stop_split_in_one_error(tmp_path, capsys, monkeypatch):
+    """A JPEG cut short passed `split` and broke `texture` with a traceback naming no file: now `mdgen split`
+    names both bad files in one error, writes nothing, and shows no traceback."""
+    from mdgen import cli
+
+    rng = np.random.default_rng(0)
+    root = tmp_path / "real"
+    for u in (1, 2):
+        (root / f"ID_{u}").mkdir(parents=True)
+        for k in (1, 2, 3):
+            Image.fromarray(jet_like(rng, 64, 64)).save(root / f"ID_{u}" / f"ID{u}_case1_1_Doppler{k}.jpg", quality=90)
+    cut = root / "ID_1" / "ID1_case1_1_Doppler2.jpg"
+    cut.write_bytes(cut.read_bytes()[:1500])
+    (root / "ID_2" / "ID2_case1_1_Doppler4.png").write_bytes(b"")
+    params = write_params(tmp_path / "params.yaml", {"data": {"dir": str(root)}})
+    monkeypatch.chdir(tmp_path)  # the command writes data/split.json relative to the working directory
+    assert cli.main(["split", "--params", str(params)]) == 1 and not (tmp_path / "data").exists()
+    err = capsys.readouterr().err
+    assert err.startswith(f"mdgen split: error: 2 problems in 2 person folder(s) of {root}") and "Traceback" not in err
+    assert f"{cut}: cannot be decoded: image file is truncated" in err
+    assert f"{root}/ID_2/ID2_case1_1_Doppler4.png: empty file (0 bytes)" in err
+
+
 @pytest.mark.slow
 def test_full_size_vavae_lightning_pt_loads_and_encodes(tmp_path):
     """A Lightning-style .pt of the real f16d32 layout (random weights) with training-only keys."""

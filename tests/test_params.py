@@ -1,3 +1,4 @@
+import re
 import subprocess
 import sys
 
@@ -64,3 +65,43 @@ def test_cli_bad_param_is_one_line_error(tmp_path):
     assert p.stderr.strip().count("\n") == 0
     assert "split.val_fraction = 1.5" in p.stderr and "expected a number in (0.0, 1.0)" in p.stderr
     assert not (tmp_path / "data").exists()
+
+
+def test_params_yaml_is_read_as_dvc_reads_it(tmp_path):
+    from dvc.utils.serialize import parse_yaml
+    text = (REPO / "params.yaml").read_text()
+    p = tmp_path / "params.yaml"
+    p.write_text(re.sub(r"^  lr: .*$", "  lr: 1e-3", text, count=1, flags=re.M))  # train.lr, as most write it
+    flat = params.load_params(p)
+    assert flat["train.lr"] == 1e-3 == parse_yaml(p.read_text(), str(p))["train"]["lr"]  # a number to both
+    assert params.read_yaml(p) == parse_yaml(p.read_text(), str(p))
+    p.write_text(text.replace("mode: blocks", "mode: on"))  # YAML 1.2: `on` is a string, not True
+    with pytest.raises(ParamsError, match=r"split.mode = 'on': expected one of blocks \| random"):
+        params.load_params(p)
+    p.write_text(text + "\nseed: 3\n")  # DVC refuses a key given twice; so does mdgen, on one line
+    with pytest.raises(ParamsError, match=r"params.yaml: not valid YAML: found duplicate key \"seed\".*\(line \d+, "
+                                          r"column 1\)$") as e:
+        params.load_params(p)
+    assert "\n" not in str(e.value)
+
+
+def test_model_name_is_one_of_the_registry(tmp_path):
+    with pytest.raises(ParamsError, match=r"model.name = 'LightningDiT-Huge/2': expected one of LightningDiT-XL/1 "
+                                          r"\| .*LightningDiT-Tiny/2"):
+        params.validate("model.name", "LightningDiT-Huge/2")
+    from mdgen.dit import LightningDiT_configs  # params.py spells the names out (no torch import there)
+    assert params.SCHEMA["model.name"].expect == "one of " + " | ".join(LightningDiT_configs)
+
+
+def test_validating_params_does_not_import_torch():
+    # `mdgen split` and `mdgen simulate` validate the whole file, model.name included
+    code = ("import sys; from mdgen import params; params.load_params(sys.argv[1]); "
+            "assert 'torch' not in sys.modules, 'params imported torch'")
+    p = subprocess.run([sys.executable, "-c", code, str(REPO / "params.yaml")], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+
+
+def test_an_option_is_named_in_place_of_its_twin_key():
+    assert params.validate("sample.cfg_scale", 1.5, option="--cfg-scale") == 1.5
+    with pytest.raises(ParamsError, match=r"^--cfg-scale = nan: expected a number in \[0.0, inf\]$"):
+        params.validate("sample.cfg_scale", float("nan"), option="--cfg-scale")

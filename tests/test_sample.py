@@ -1,7 +1,9 @@
 """sample stage and `mdgen generate` on a tiny trained workspace."""
 import json
+import signal
 import subprocess
 import sys
+import textwrap
 
 import numpy as np
 import pytest
@@ -9,7 +11,7 @@ from PIL import Image
 
 from mdgen.split import make_split
 from mdgen.stages import extract, sample, stats, train
-from tests.conftest import make_image_folder, make_tiny_tokenizer, write_params
+from tests.conftest import REPO, make_image_folder, make_tiny_tokenizer, write_params
 
 TINY_MODEL = {"name": "LightningDiT-Tiny/1"}
 
@@ -104,6 +106,63 @@ def test_decoding_with_another_tokenizer_is_an_error_naming_both(ws, tmp_path):
     assert gen.users == ["ID_1", "ID_2"]
 
 
+def generate_args(root, params, *extra):
+    return ["generate", "--params", str(params), "--model-dir", str(root / "models/dit"),
+            "--stats", str(root / "data/latents/latents_stats.pt"), *extra]
+
+
+def test_generate_checks_out_and_user_before_loading(ws, tmp_path, capsys):
+    from tests.test_cli_checks import run_cli
+    root, params = ws
+    (tmp_path / "afile").write_text("mine")
+    rc, err = run_cli(capsys, *generate_args(root, params, "--user", "ID_1", "--out", str(tmp_path / "afile")))
+    assert rc == 1 and "\n" not in err and f"{tmp_path / 'afile'} is an existing file" in err  # was FileExistsError
+    assert (tmp_path / "afile").read_text() == "mine"
+    rc, err = run_cli(capsys, *generate_args(root, params, "--user", "../ID_1", "--out", str(tmp_path / "g")))
+    assert rc == 1 and err == "mdgen generate: error: unknown user '../ID_1'; valid users: ID_1, ID_2"
+    assert not (tmp_path / "g").exists() and not (tmp_path / "ID_1_0000.png").exists()
+
+
+def test_generate_names_a_truncated_model_file_and_what_to_do(ws, tmp_path, capsys):
+    from tests.test_cli_checks import run_cli
+    root, params = ws
+    model_dir = tmp_path / "dit"
+    model_dir.mkdir()
+    ema = (root / "models/dit/ema.safetensors").read_bytes()
+    (model_dir / "ema.safetensors").write_bytes(ema[:len(ema) // 2])
+    args = generate_args(root, params, "--user", "ID_1", "--out", str(tmp_path / "g"))
+    args[args.index("--model-dir") + 1] = str(model_dir)
+    rc, err = run_cli(capsys, *args)
+    assert rc == 1 and "\n" not in err
+    assert err.startswith(f"mdgen generate: error: cannot read {model_dir / 'ema.safetensors'}: truncated or corrupt")
+    assert err.endswith("re-create it with `dvc repro`, or restore it from the DVC cache with `dvc checkout`")
+
+
+def test_a_tokenizer_that_does_not_fit_is_refused_even_when_allowed(ws, tmp_path, capsys):
+    from mdgen.generation import SpectrogramGenerator
+    from mdgen.tokenizer import AutoencoderKL, save_tokenizer
+    from tests.test_cli_checks import run_cli
+    root, _ = ws
+    ema, stats = root / "models/dit/ema.safetensors", root / "data/latents/latents_stats.pt"
+    # the model's latents are 32x4x4 of 64 px images (an f16 tokenizer); this one is f8: 32 px images
+    f8 = tmp_path / "f8.safetensors"
+    save_tokenizer(AutoencoderKL(ch=32, ch_mult=(1, 1, 1, 1), num_res_blocks=1, attn_resolutions=(), resolution=64), f8)
+    params = write_params(tmp_path / "params.yaml", {"data": {"image_size": 64}, "tokenizer": {"checkpoint": str(f8)},
+                                                     "sample": {"steps": 1}})
+    rc, err = run_cli(capsys, *generate_args(root, params, "--user", "ID_1", "--n", "1", "--out", str(tmp_path / "g"),
+                                             "--allow-other-tokenizer"))
+    assert rc == 1 and "\n" not in err
+    assert (f"tokenizer {f8} does not fit {ema}: the model makes 32x4x4 latents, the tokenizer decodes 32-channel "
+            "ones 8x up (4x4 -> 32x32 images, data.image_size is 64)") in err
+    assert not (tmp_path / "g").exists()
+    # 16 latent channels: refused at load, not by a conv at the first decode
+    d16 = tmp_path / "d16.safetensors"
+    save_tokenizer(AutoencoderKL(ch=32, ch_mult=(1, 1, 1, 1, 1), num_res_blocks=1, attn_resolutions=(), resolution=64,
+                                 z_channels=16, embed_dim=16), d16)
+    with pytest.raises(ValueError, match=r"the model makes 32x4x4 latents, the tokenizer decodes 16-channel ones"):
+        SpectrogramGenerator.load(ema, stats, d16, allow_other_tokenizer=True)
+
+
 @pytest.mark.parametrize("name", ["../../x", "a/b", "..", ".hidden", ""])
 def test_person_names_from_a_model_file_must_be_plain_folder_names(ws, tmp_path, name):
     import json as _json
@@ -154,6 +213,40 @@ def test_a_killed_sample_run_keeps_finished_persons_and_never_looks_complete(ws,
             assert f.read_bytes() == (root / "samples_k" / user / f.name).read_bytes()
     assert (root / "samples_k.png").read_bytes() == (root / "samples_ref.png").read_bytes()
     assert reference["kept_from_interrupted_run"] == 0
+
+
+def test_a_person_half_written_at_a_sigkill_never_reaches_the_output(ws):
+    # a real SIGKILL while the second person's folder is half written: its temp folder (2 of 3 PNGs) stays
+    # in the partial set, and a rerun must neither keep that person nor move the temp folder into the output
+    root, params = ws
+    run_sample(root, params, "ref2")
+    code = textwrap.dedent(f"""
+        import os, signal, sys
+        from pathlib import Path
+        sys.path.insert(0, {str(REPO)!r})
+        import mdgen.generation as generation
+        from tests.test_sample import run_sample
+        real, calls = generation.save_png, []
+        def dies_mid_person(path, image):
+            real(path, image)
+            calls.append(path)
+            if len(calls) == 5:  # 3 of the first person, 2 of the second
+                os.kill(os.getpid(), signal.SIGKILL)
+        generation.save_png = dies_mid_person
+        run_sample(Path({str(root)!r}), Path({str(params)!r}), "sk")
+    """)
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == -signal.SIGKILL
+    partial = root / ".samples_sk.partial"
+    assert sorted(p.name for p in partial.iterdir()) == sorted(["ID_1", "fingerprint.json", *(
+        p.name for p in partial.iterdir() if p.name.startswith(".ID_2."))]) and len(list(partial.iterdir())) == 3
+    m = run_sample(root, params, "sk")
+    assert m["kept_from_interrupted_run"] == 3
+    assert sorted(p.name for p in (root / "samples_sk").iterdir()) == ["ID_1", "ID_2"]
+    for user in ("ID_1", "ID_2"):
+        made = sorted(f.name for f in (root / "samples_sk" / user).iterdir())
+        assert made == sorted(f.name for f in (root / "samples_ref2" / user).iterdir()) and len(made) == 3
+        for name in made:
+            assert (root / "samples_sk" / user / name).read_bytes() == (root / "samples_ref2" / user / name).read_bytes()
 
 
 def test_a_partial_run_of_other_settings_is_not_reused(ws, monkeypatch):

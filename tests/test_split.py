@@ -1,19 +1,23 @@
 import json
 import random
 
+import numpy as np
 import pytest
+import yaml
 from PIL import Image
 
-from mdgen.split import files_and_labels, make_split, read_split, recording_and_index, split_user
+from mdgen.errors import DataError
+from mdgen.split import (MAX_LISTED, files_and_labels, make_split, read_split, recording_and_index, resize_effect,
+                         split_user)
 from mdgen.stages import split as split_stage
-from tests.conftest import write_params
+from tests.conftest import REPO, write_params
 
 
-def _folder(root, users: dict[str, list[str]]):
+def _folder(root, users: dict[str, list[str]], size: int = 8):
     for user, names in users.items():
         (root / user).mkdir(parents=True)
         for n in names:
-            Image.new("RGB", (8, 8), (0, 0, 128)).save(root / user / n)
+            Image.new("RGB", (size, size), (0, 0, 128)).save(root / user / n)
     return root
 
 
@@ -125,3 +129,114 @@ def test_read_split_and_files_and_labels(tmp_path):
     (tmp_path / "bad.json").write_text(json.dumps({"users": []}))
     with pytest.raises(ValueError, match="bad.json: missing 'data_dir'"):
         read_split(tmp_path / "bad.json")
+
+
+# ----------------------------------------------------------------------------- the data check of `split`
+
+def _jpeg(path, size=(64, 64), seed=0) -> bytes:
+    arr = np.random.default_rng(seed).integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)
+    Image.fromarray(arr).save(path, quality=90)
+    return path.read_bytes()
+
+
+def test_truncated_jpeg_is_caught_naming_the_file(tmp_path):
+    """PIL's verify() passes a JPEG cut short (it does not decode pixels); texture and extract then failed on it."""
+    root = _folder(tmp_path / "d", {"ID_1": ["1.png", "2.png"], "ID_2": ["1.png", "2.png"]})
+    bad = root / "ID_2" / "3.jpg"
+    bad.write_bytes(_jpeg(bad)[:1500])
+    with pytest.raises(DataError, match=r"^unreadable image \S*ID_2/3\.jpg: cannot be decoded: image file is trunc"):
+        make_split(root, 0.2, 0)
+
+
+def test_zero_byte_png_is_named_as_empty(tmp_path):
+    root = _folder(tmp_path / "d", {"ID_1": ["1.png", "2.png"], "ID_2": ["1.png", "2.png"]})
+    (root / "ID_1" / "0.png").write_bytes(b"")
+    with pytest.raises(DataError, match=r"^unreadable image \S*ID_1/0\.png: empty file \(0 bytes\)$"):
+        make_split(root, 0.2, 0)
+
+
+def test_all_problems_of_the_folder_in_one_error(tmp_path, capsys):
+    root = _folder(tmp_path / "d", {"ID_1": ["1.png", "2.png"], "ID_2": ["1.png", "2.png"], "ID_3": ["1.png"]})
+    (root / "ID_1" / "3.png").write_bytes(b"")
+    (root / "ID_1" / "4.jpg").write_bytes(_jpeg(root / "ID_1" / "4.jpg")[:1500])
+    (root / "ID_2" / "5.bmp").write_bytes(b"BM not a bitmap")
+    params = write_params(tmp_path / "params.yaml", {"data": {"dir": str(root)}})
+    with pytest.raises(DataError) as e:
+        split_stage.main(str(params), out=str(tmp_path / "split.json"))
+    lines = str(e.value).splitlines()
+    assert lines[0] == f"4 problems in 3 person folder(s) of {root} (nothing was written):"
+    assert [ln.split(": ")[0].strip() for ln in lines[1:]] == [
+        f"unreadable image {root}/ID_1/3.png", f"unreadable image {root}/ID_1/4.jpg",
+        f"unreadable image {root}/ID_2/5.bmp", f"user folder {root}/ID_3 has 1 image(s)"]
+    assert not (tmp_path / "split.json").exists() and capsys.readouterr().out == ""
+
+
+def test_many_problems_are_capped_and_counted(tmp_path):
+    root = _folder(tmp_path / "d", {"ID_1": ["1.png", "2.png"]})
+    for k in range(MAX_LISTED + 5):
+        (root / "ID_1" / f"e{k}.png").write_bytes(b"")
+    with pytest.raises(DataError, match=rf"(?s)^{MAX_LISTED + 5} problems.*\n  \.\.\. and 5 more$"):
+        make_split(root, 0.2, 0)
+
+
+def test_images_of_another_size_are_reported_with_what_is_lost(tmp_path, capsys):
+    """300x200 among 256x256: the centre crop drops a third of its time axis, which used to happen without a word."""
+    root = tmp_path / "d"
+    sizes = {"ID_1": [(256, 256)] * 3 + [(300, 200)], "ID_2": [(256, 256)] * 3 + [(300, 200), (512, 512)]}
+    for user, whs in sizes.items():
+        (root / user).mkdir(parents=True)
+        for k, wh in enumerate(whs):
+            Image.new("RGB", wh, (0, 0, 128)).save(root / user / f"{k}.png")
+    params = write_params(tmp_path / "params.yaml", {"data": {"dir": str(root), "image_size": 256}})
+    manifest = split_stage.main(str(params), out=str(tmp_path / "split.json"))
+    out = capsys.readouterr().out.splitlines()
+    assert out[1:] == [
+        "split: 3 of 9 images are not 256x256; extract and the stages after it resize each so that its short side "
+        "is 256 and keep the centre square:",
+        "  300x200: 2 image(s) (ID_1/3.png, ID_2/3.png): resized to 384x256 (x1.28, upscaled), then 128 of 384 "
+        "columns cropped: 33% of the time axis lost",
+        "  512x512: 1 image(s) (ID_2/4.png): resized to 256x256 (x0.5, downscaled), nothing cropped"]
+    # the report is on stdout only: the manifest is that of the same folder without size findings
+    assert manifest == make_split(root, 0.2, 0) and "256" not in (tmp_path / "split.json").read_text()
+    assert "data.image_size" in yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["split"]["params"]
+
+
+def test_images_of_the_configured_size_give_one_line(tmp_path, capsys):
+    root = _folder(tmp_path / "d", {"ID_1": ["1.png", "2.png"], "ID_2": ["1.png", "2.png"]}, size=16)
+    split_stage.main(str(write_params(tmp_path / "params.yaml", {"data": {"dir": str(root), "image_size": 16}})),
+                     out=str(tmp_path / "split.json"))
+    assert len(capsys.readouterr().out.splitlines()) == 1
+
+
+@pytest.mark.parametrize(("w", "h", "effect"), [
+    (200, 300, "resized to 256x384 (x1.28, upscaled), then 128 of 384 rows cropped: 33% of the Doppler axis lost"),
+    (1024, 512, "resized to 512x256 (x0.5, downscaled), then 256 of 512 columns cropped: 50% of the time axis lost"),
+    (128, 128, "resized to 256x256 (x2, upscaled), nothing cropped")])
+def test_resize_effect(w, h, effect):
+    assert resize_effect(w, h, 256) == effect
+
+
+def test_symlinked_person_folder_outside_the_data_is_refused(tmp_path):
+    """DVC hashes the link, not what is behind it: edits there went unnoticed (stale latents, missing files)."""
+    root = _folder(tmp_path / "d", {"ID_1": ["1.png", "2.png"]})
+    elsewhere = _folder(tmp_path / "elsewhere", {"ID_2": ["1.png", "2.png"]})
+    (root / "ID_2").symlink_to(elsewhere / "ID_2", target_is_directory=True)
+    with pytest.raises(DataError) as e:
+        make_split(root, 0.2, 0)
+    msg = str(e.value)
+    assert msg.startswith(f"person folder {root}/ID_2 is a symlink to {(elsewhere / 'ID_2').resolve()}, "
+                          f"outside the data folder {root}: ")
+    assert "DVC does not hash what is behind a symlink" in msg and "`dvc add` that real copy" in msg
+    assert "\n" not in msg
+
+
+def test_symlinked_image_outside_refused_and_inside_accepted(tmp_path):
+    root = _folder(tmp_path / "d", {"ID_1": ["1.png", "2.png"], "ID_2": ["1.png", "2.png"]})
+    (root / "ID_3").symlink_to(root / "ID_1", target_is_directory=True)  # inside data.dir: DVC hashes ID_1
+    (root / "ID_2" / "3.png").symlink_to(root / "ID_1" / "1.png")
+    assert make_split(root, 0.2, 0)["users"] == ["ID_1", "ID_2", "ID_3"]
+    outside = tmp_path / "x.png"
+    Image.new("RGB", (8, 8)).save(outside)
+    (root / "ID_2" / "4.png").symlink_to(outside)
+    with pytest.raises(DataError, match=rf"^image {root}/ID_2/4\.png is a symlink to {outside.resolve()}, outside"):
+        make_split(root, 0.2, 0)

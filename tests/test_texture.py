@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,10 @@ import pytest
 import yaml
 
 from mdgen import texture
+from mdgen.errors import DataError
+from mdgen.io import list_dataset_images, write_json
 from mdgen.simulate import png_bytes, sample_users, simulate_spectrogram, spectrogram_to_rgb, RadarConfig
+from mdgen.split import dataset_files, make_split
 from mdgen.stages import texture as stage
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "realism" / "texture_card.py"
@@ -51,10 +55,9 @@ def test_flat_navy_image_has_the_floor_figures(tmp_path):
 
 def test_stage_writes_figures_and_distances(images, tmp_path):
     ref = REPO / "data" / "reference" / "real_texture.json"
-    p = yaml.safe_load((REPO / "params.yaml").read_text())
-    p["data"]["dir"] = str(images)
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(p))
-    m = stage.main(str(tmp_path / "params.yaml"), str(tmp_path / "texture.json"))
+    (tmp_path / "params.yaml").write_text((REPO / "params.yaml").read_text())
+    write_json(tmp_path / "split.json", make_split(images, 0.34, seed=0))
+    m = stage.main(str(tmp_path / "params.yaml"), str(tmp_path / "texture.json"), str(tmp_path / "split.json"))
     written = json.loads((tmp_path / "texture.json").read_text())
     assert written["images"] == 6 and set(texture.FIGURES) <= set(written)
     z = texture.distances(m, json.loads(ref.read_text()))
@@ -67,3 +70,29 @@ def test_bad_reference_is_named(tmp_path):
     bad.write_text(json.dumps({"images": 3, "navy_share": [0.5, 0.1]}))
     with pytest.raises(ValueError, match=r"card.json: not a texture card, missing \['flat_h'"):
         texture.read_reference(bad)
+
+
+def test_stage_reads_every_file_of_the_split_manifest(images, tmp_path):
+    """All of train, val and dropped, in the folder's order, and nothing `split` did not check: an image added
+    (or broken) since then is not read. In dvc.yaml the stage depends on data/split.json, so DVC runs it after split."""
+    manifest = make_split(images, 0.34, seed=0, mode="blocks", block_size=1, gap=1)
+    assert manifest["counts"]["dropped"] > 0
+    assert dataset_files(manifest) == list_dataset_images(images)
+    write_json(tmp_path / "split.json", manifest)
+    late = images.parent / "late"
+    shutil.copytree(images, late)
+    (late / "ID_1" / "9.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")  # not in the manifest
+    write_json(tmp_path / "split_late.json", {**manifest, "data_dir": str(late)})
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({**yaml.safe_load((REPO / "params.yaml").read_text()),
+                                      "texture": {"images": 400, "reference": None}}))
+    m = stage.main(str(params), str(tmp_path / "texture.json"), split_path=str(tmp_path / "split_late.json"))
+    assert m["images"] == 6 == len(dataset_files(manifest))
+    texture_stage = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["texture"]
+    assert "data/split.json" in texture_stage["deps"]
+
+
+def test_image_changed_since_split_is_named(tmp_path):
+    (tmp_path / "a.png").write_bytes(b"")
+    with pytest.raises(DataError, match=r"cannot read image .*a\.png .*run `mdgen split`"):
+        texture.figures(tmp_path / "a.png")

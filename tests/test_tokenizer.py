@@ -310,3 +310,18 @@ def test_benchmark_falls_back_to_eager_when_compile_fails(monkeypatch, caplog):
                                                 warmup=0, repeats=1)
     assert "torch.compile failed (RuntimeError: no compiler here)" in caplog.text
     assert r["compiled"] is False and r["encode_images_per_s"] > 0 and r["decode_images_per_s"] > 0
+
+
+@pytest.mark.parametrize("name", ["tok.safetensors", "tok.pt"])
+def test_a_truncated_checkpoint_is_named_with_what_to_do(tmp_path, ref_model, name):
+    from mdgen.errors import BadFileError
+    path = tmp_path / name
+    if path.suffix == ".pt":
+        torch.save({"state_dict": _tiny_state(ref_model)}, path)
+    else:
+        save_tokenizer(ref_model, path)
+    data = path.read_bytes()
+    path.write_bytes(data[:len(data) // 2])  # a killed copy or an interrupted `dvc pull`
+    with pytest.raises(BadFileError, match=rf"^cannot read tokenizer checkpoint {re.escape(str(path))}: truncated "
+                                           r"or corrupt \(.*\); re-create it with `dvc repro`, .*`dvc checkout`$"):
+        load_tokenizer(path)

@@ -1,5 +1,6 @@
 """Training: data checks, resume, EMA export, DDP on CPU."""
 import dataclasses
+import itertools
 import json
 import os
 import signal
@@ -112,6 +113,66 @@ def test_resume_continues_steps_and_logs(tmp_path, capsys):
     assert "resuming from" in capsys.readouterr().out
     assert m["step"] == 12
     assert steps_logged(root) == list(range(1, 13))
+
+
+def ema_sha256(root: Path) -> str:
+    from mdgen.io import file_sha256
+    return file_sha256(root / "dit/ema.safetensors")
+
+
+KILL_SCRIPT = textwrap.dedent("""
+    import os, signal, sys, torch, lightning as L
+    from pathlib import Path
+    sys.path.insert(0, sys.argv[2])
+    from tests.test_training import run_train
+    torch.set_num_threads(1)
+    class Kill(L.Callback):  # a SIGKILL right after step 7: the last checkpoint is step 4's
+        def on_train_batch_end(self, trainer, *args):
+            if trainer.global_step == 7:
+                os.kill(os.getpid(), signal.SIGKILL)
+    run_train(Path(sys.argv[1]), max_steps=10, checkpoint_every=4, lr_schedule="wsd", warmup_steps=2,
+              callbacks=[Kill()])
+""")
+
+
+def test_a_run_killed_between_checkpoints_resumes_to_the_unbroken_weights(tmp_path, one_torch_thread):
+    # flips on (make_latents writes latents_flip), a schedule with warm-up and decay, validation at step 6
+    # between the checkpoint (4) and the kill (7): every random draw of steps 5-10 must be redrawn the same
+    unbroken = make_latents(tmp_path / "unbroken")
+    run_train(unbroken, max_steps=10, checkpoint_every=4, lr_schedule="wsd", warmup_steps=2)
+    killed = make_latents(tmp_path / "killed")
+    script = tmp_path / "kill.py"
+    script.write_text(KILL_SCRIPT)
+    p = subprocess.run([sys.executable, str(script), str(killed), str(REPO)], capture_output=True, text=True,
+                       timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert p.returncode == -signal.SIGKILL, p.stderr[-3000:]
+    assert torch.load(killed / "dit/last.ckpt", weights_only=True)["global_step"] == 4
+    assert not (killed / "dit/ema.safetensors").exists()
+    m = run_train(killed, max_steps=10, checkpoint_every=4, lr_schedule="wsd", warmup_steps=2)
+    assert m["step"] == 10
+    assert ema_sha256(killed) == ema_sha256(unbroken)
+
+
+def test_an_extended_run_ends_where_an_unbroken_one_does(tmp_path, one_torch_thread):
+    # 8 steps, then max_steps raised to 16 (constant lr: the README says such a run continues); 24 latents
+    # in batches of 6 make epochs of 4 steps, so the extension crosses epochs with a fresh permutation
+    straight = make_latents(tmp_path / "straight")
+    run_train(straight, max_steps=16)
+    extended = make_latents(tmp_path / "extended")
+    run_train(extended, max_steps=8)
+    run_train(extended, max_steps=16)
+    assert ema_sha256(extended) == ema_sha256(straight)
+
+
+def test_step_batches_are_a_function_of_seed_and_step():
+    from mdgen.training import StepBatches
+    whole = list(itertools.islice(iter(StepBatches(10, 3, seed=5)), 9))  # 3 steps an epoch, 1 latent dropped
+    assert whole[3:] == list(itertools.islice(iter(StepBatches(10, 3, seed=5, start_step=3)), 6))
+    for e in range(3):  # each epoch a permutation: no latent twice
+        seen = [i for batch in whole[3 * e:3 * e + 3] for i, _ in batch]
+        assert len(set(seen)) == 9
+    assert whole[:3] != whole[3:6]  # a fresh order each epoch
+    assert whole != list(itertools.islice(iter(StepBatches(10, 3, seed=6)), 9))
 
 
 def test_changed_config_starts_fresh_and_says_why(tmp_path, capsys):
@@ -293,5 +354,6 @@ def test_a_gpu_asked_for_on_a_machine_without_one_is_one_line(tmp_path, monkeypa
     assert cli.main(["train"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("mdgen train: error:") and err.count("\n") == 1 and "Traceback" not in err, err
-    assert cli.user_error(FloatingPointError("non-finite training loss nan at step 3"))
+    from mdgen.errors import DivergedError
+    assert cli.user_error(DivergedError("non-finite training loss nan at step 3"))
     assert not cli.user_error(ZeroDivisionError())  # a bug keeps its traceback

@@ -159,3 +159,41 @@ def test_train_with_a_failing_compiler_finishes_eager(tmp_path, capsys, monkeypa
     root = make_latents(tmp_path)
     m = run_train(root, max_steps=2, compile=True)
     assert m["step"] == 2 and "running eager instead" in capsys.readouterr().out
+
+
+def lightning_checkpoint(path):
+    """The least `export_upstream` takes: `model.*` and `ema.*` weights under 'state_dict'."""
+    w = torch.arange(4.0)
+    torch.save({"state_dict": {"model.w": w, "ema.w": w + 1}, "global_step": 2}, path)
+    return path
+
+
+def test_export_dit_refuses_a_folder_or_the_checkpoint_as_out_before_writing(tmp_path, capsys):
+    from tests.test_cli_checks import run_cli
+    ckpt = lightning_checkpoint(tmp_path / "last.ckpt")
+    folder = tmp_path / "exports"
+    folder.mkdir()
+    (folder / "keep.txt").write_text("mine")
+    rc, err = run_cli(capsys, "export-dit", "--ckpt", str(ckpt), "--out", str(folder))
+    assert rc == 1 and "\n" not in err and f"{folder} is an existing folder" in err
+    assert (folder / "keep.txt").read_text() == "mine"  # it used to be replaced by the .pt
+    before = ckpt.read_bytes()
+    rc, err = run_cli(capsys, "export-dit", "--ckpt", str(ckpt), "--out", str(ckpt))
+    assert rc == 1 and f"{ckpt} is the training checkpoint being exported" in err
+    assert ckpt.read_bytes() == before
+    rc, _ = run_cli(capsys, "export-dit", "--ckpt", str(ckpt), "--out", str(folder / "upstream.pt"))
+    assert rc == 0
+    assert torch.equal(torch.load(folder / "upstream.pt", weights_only=True)["ema"]["w"], torch.arange(4.0) + 1)
+
+
+def test_export_dit_names_a_truncated_checkpoint_and_what_to_do(tmp_path, capsys):
+    from tests.test_cli_checks import run_cli
+    ckpt = lightning_checkpoint(tmp_path / "last.ckpt")
+    ckpt.write_bytes(ckpt.read_bytes()[:-200])
+    rc, err = run_cli(capsys, "export-dit", "--ckpt", str(ckpt), "--out", str(tmp_path / "up.pt"))
+    assert rc == 1 and "\n" not in err
+    assert err.startswith(f"mdgen export-dit: error: cannot read training checkpoint {ckpt}: truncated or corrupt")
+    assert err.endswith("re-create it with `dvc repro`, or restore it from the DVC cache with `dvc checkout`")
+    assert not (tmp_path / "up.pt").exists()
+    rc, err = run_cli(capsys, "export-dit", "--ckpt", str(tmp_path / "nope.ckpt"), "--out", str(tmp_path / "up.pt"))
+    assert rc == 1 and err == f"mdgen export-dit: error: training checkpoint {tmp_path / 'nope.ckpt'} not found"

@@ -15,11 +15,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 
 from mdgen.dit import LightningDiT
-from mdgen.io import atomic_path, check_folder_name, load_torch_file, save_safetensors
+from mdgen.errors import BadFileError, MissingFileError, OutputPathError, ParamsError
+from mdgen.io import RESTORE_HINT, atomic_path, check_folder_name, check_output_path, load_torch_file, save_safetensors
 
 
 # ----------------------------------------------------------------------------- resume
@@ -65,12 +66,18 @@ def save_ema(path: str | Path, ema: torch.nn.Module, metadata: dict) -> None:
 def read_ema_meta(path: str | Path) -> dict:
     """Metadata of an `ema.safetensors` (model name/config, users, stats hash, ...), without loading weights."""
     if not Path(path).is_file():
-        raise FileNotFoundError(f"{path} not found (run the `train` stage first)")
-    with safe_open(str(path), framework="pt") as f:
-        raw = dict(f.metadata() or {})
+        raise MissingFileError(f"{path} not found (run the `train` stage first)")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            raw = dict(f.metadata() or {})
+    except (SafetensorError, OSError) as e:  # a cut-off copy fails here, before any weight is read
+        raise BadFileError(f"cannot read {path}: truncated or corrupt ({e}); {RESTORE_HINT}") from None
     if "model_config" not in raw or "model_name" not in raw:
-        raise ValueError(f"{path}: no model_name/model_config metadata (expected ema.safetensors from `mdgen train`)")
-    meta = {k: json.loads(v) for k, v in raw.items()}
+        raise BadFileError(f"{path}: no model_name/model_config metadata (expected ema.safetensors from `mdgen train`)")
+    try:
+        meta = {k: json.loads(v) for k, v in raw.items()}
+    except json.JSONDecodeError as e:
+        raise BadFileError(f"{path}: metadata is not the JSON `mdgen train` writes ({e}); {RESTORE_HINT}") from None
     for user in meta.get("users", []):  # they become folder names of samples
         check_folder_name(user, str(path))
     return meta
@@ -79,8 +86,15 @@ def read_ema_meta(path: str | Path) -> dict:
 def load_ema(path: str | Path, device: str | torch.device = "cpu") -> tuple[LightningDiT, dict]:
     """Rebuild the model from `ema.safetensors` (config from its metadata) and load it strictly."""
     meta = read_ema_meta(path)
-    model = LightningDiT(**meta["model_config"])
-    model.load_state_dict(load_file(str(path)), strict=True)
+    try:
+        model = LightningDiT(**meta["model_config"])
+    except (TypeError, AssertionError) as e:
+        raise BadFileError(f"{path}: model_config {meta['model_config']} does not build a LightningDiT ({e})") from None
+    try:  # read_ema_meta has checked that the file is as long as its header says
+        model.load_state_dict(load_file(str(path)), strict=True)
+    except RuntimeError as e:  # torch lists every missing/unexpected key and shape, one per line
+        raise BadFileError(f"{path}: its weights do not fit its model_config "
+                           f"({' '.join(str(e).split())}); {RESTORE_HINT}") from None
     return model.to(device).eval().requires_grad_(False), meta
 
 
@@ -113,12 +127,12 @@ def read_dit_state(path: str | Path, prefer: tuple[str, ...] = ("ema", "model"))
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"DiT checkpoint {path} does not exist")
+        raise MissingFileError(f"DiT checkpoint {path} does not exist")
     if path.suffix == ".safetensors":
         return _unwrap_keys(load_file(str(path))), "safetensors"
     obj = load_torch_file(path, "DiT checkpoint")
     if not isinstance(obj, dict):
-        raise ValueError(f"{path}: expected a dict, got {type(obj).__name__}")
+        raise BadFileError(f"{path}: expected a dict, got {type(obj).__name__}")
     if "state_dict" in obj and isinstance(obj["state_dict"], dict):  # Lightning: model.* and ema.* inside
         sd = obj["state_dict"]
         for key in prefer:
@@ -131,7 +145,7 @@ def read_dit_state(path: str | Path, prefer: tuple[str, ...] = ("ema", "model"))
             return _unwrap_keys(obj[key]), f"'{key}'"
     if obj and all(isinstance(k, str) and torch.is_tensor(v) for k, v in obj.items()):
         return _unwrap_keys(obj), "bare state dict"
-    raise ValueError(f"{path}: no DiT weights found: expected one of the keys {list(prefer)} (upstream), "
+    raise BadFileError(f"{path}: no DiT weights found: expected one of the keys {list(prefer)} (upstream), "
                      f"'state_dict' (Lightning) or a bare state dict; top-level keys are {sorted(obj)[:10]}")
 
 
@@ -155,7 +169,7 @@ def init_weights_from(model: torch.nn.Module, path: str | Path) -> dict:
             loaded.append(k)
     missing = [k for k in own if k not in state]
     if not loaded:
-        raise ValueError(f"train.init_from = {path}: none of its {len(state)} tensors fits this model "
+        raise ParamsError(f"train.init_from = {path}: none of its {len(state)} tensors fits this model "
                          f"(first: {next(iter(skipped.items()), None)}); check model.name")
     with torch.no_grad():
         for k in loaded:
@@ -171,16 +185,22 @@ def export_upstream(ckpt_path: str | Path, out_path: str | Path) -> dict:
 
     Upstream's inference scripts load such a file and take `checkpoint['ema']`; the tensors are
     float32 with upstream key names, saved with plain torch.save (loadable with weights_only=True).
+    `out_path` is checked before the (possibly large) checkpoint is read: not a folder, not beneath a
+    file, not the checkpoint itself.
     """
+    check_output_path(out_path)
+    if Path(out_path).resolve() == Path(ckpt_path).resolve():
+        raise OutputPathError(f"{out_path} is the training checkpoint being exported; writing there would replace it "
+                              "(choose another output file, e.g. models/dit/upstream.pt)")
     ckpt = load_torch_file(ckpt_path, "training checkpoint")
     sd = ckpt.get("state_dict") if isinstance(ckpt, dict) else None
     if not isinstance(sd, dict):
-        raise ValueError(f"{ckpt_path}: not a Lightning checkpoint of `mdgen train` (no 'state_dict')")
+        raise BadFileError(f"{ckpt_path}: not a Lightning checkpoint of `mdgen train` (no 'state_dict')")
     out = {}
     for part in ("model", "ema"):
         out[part] = {k: v.detach().float().contiguous().clone() for k, v in _lightning_part(sd, part).items()}
         if not out[part]:
-            raise ValueError(f"{ckpt_path}: no '{part}.*' weights (expected a checkpoint of `mdgen train`)")
+            raise BadFileError(f"{ckpt_path}: no '{part}.*' weights (expected a checkpoint of `mdgen train`)")
     record = ckpt.get("mdgen") or {}
     out["config"] = {"model_name": record.get("config", {}).get("model_name"),
                      "model_kwargs": record.get("model_kwargs"), "users": record.get("users")}

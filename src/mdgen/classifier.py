@@ -33,6 +33,7 @@ from PIL import Image
 from torch import nn
 from tqdm import tqdm
 
+from mdgen.errors import BadFileError, MissingFileError
 from mdgen.images import center_crop_arr, to_tensor
 from mdgen.io import save_safetensors
 from mdgen.schedules import lr_factor
@@ -278,11 +279,11 @@ def load_classifier(path: str | Path) -> tuple[SpectrogramResNet, dict]:
 
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"classifier {path} not found (run the `classifier` stage)")
+        raise MissingFileError(f"classifier {path} not found (run the `classifier` stage)")
     with safe_open(str(path), "pt") as f:
         meta = dict(f.metadata() or {})
     if "config" not in meta:
-        raise ValueError(f"{path}: no 'config' metadata (expected a file written by save_classifier)")
+        raise BadFileError(f"{path}: no 'config' metadata (expected a file written by save_classifier)")
     cfg = json.loads(meta["config"])
     cfg["blocks"] = tuple(cfg["blocks"])
     model = SpectrogramResNet(ClassifierConfig(**cfg))

@@ -10,6 +10,8 @@ import importlib
 import logging
 import sys
 
+from mdgen.errors import MdgenError
+
 # DVC stage command -> (module, help)
 STAGES = {
     "simulate": ("mdgen.stages.simulate", "simulate gait spectrograms -> data/simulated/"),
@@ -81,9 +83,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def user_error(e: BaseException) -> bool:
-    """Errors that say what the user must change: bad params or files, a diverging run (FloatingPointError),
-    and Lightning's configuration errors (e.g. `train.accelerator=gpu` on a machine without one)."""
-    if isinstance(e, (ValueError, FileNotFoundError, KeyError, RuntimeError, FloatingPointError)):
+    """Errors that say what the user must change: mdgen's own types (`mdgen.errors`: params, data, files,
+    a busy or unwritable output, a diverging run), a file the OS refuses (its message names it), and
+    Lightning's configuration errors (e.g. `train.accelerator=gpu` on a machine without one). Anything
+    else is a bug, shown with its traceback so that a report can be acted on."""
+    if isinstance(e, (MdgenError, PermissionError)):
         return True
     lightning = sys.modules.get("lightning.fabric.utilities.exceptions")  # only if the command imported it
     return lightning is not None and isinstance(e, lightning.MisconfigurationException)
@@ -96,21 +100,29 @@ def generate(args: argparse.Namespace) -> None:
     from mdgen import params
     from mdgen.generation import SpectrogramGenerator
     from mdgen.images import save_png
+    from mdgen.io import check_output_path
     from mdgen.sampling import SamplingOptions
 
-    if args.n < 1:
-        raise ValueError(f"--n {args.n}: expected a positive number of images")
+    # an option is checked as its params.yaml twin is (finite, in range: one declaration of each range),
+    # since a NaN guidance scale samples black images without an error
+    for option, key, value in (("--n", "sample.images_per_user", args.n),
+                               ("--cfg-scale", "sample.cfg_scale", args.cfg_scale),
+                               ("--steps", "sample.steps", args.steps), ("--seed", "seed", args.seed)):
+        if value is not None:
+            params.validate(key, value, option=option)
     # the `sample` stage's options (same dataclass, same keys), less what the command line overrides
-    p = params.read(["seed", "tokenizer.checkpoint", *params.keys_for(SamplingOptions, "sample")], args.params)
+    p = params.read(["seed", "data.image_size", "tokenizer.checkpoint", *params.keys_for(SamplingOptions, "sample")],
+                    args.params)
     options = params.as_dataclass(SamplingOptions, p, "sample")
     options = replace(options, cfg_scale=options.cfg_scale if args.cfg_scale is None else args.cfg_scale,
                       steps=options.steps if args.steps is None else args.steps)
+    out = Path(args.out)
+    check_output_path(out, folder=True)  # before any weights load: not a file, nor beneath one
     ema = Path(args.model_dir) / "ema.safetensors"
     SpectrogramGenerator.check_user(ema, args.user)
     gen = SpectrogramGenerator.load(ema, args.stats, p["tokenizer.checkpoint"],
-                                    allow_other_tokenizer=args.allow_other_tokenizer)
+                                    allow_other_tokenizer=args.allow_other_tokenizer, image_size=p["data.image_size"])
     imgs, _ = gen.images(args.user, args.n, seed=p["seed"] if args.seed is None else args.seed, **asdict(options))
-    out = Path(args.out)
     for k, im in enumerate(imgs):
         save_png(out / f"{args.user}_{k:04d}.png", im)
     print(f"generate: {len(imgs)} images of {args.user} (cfg {options.cfg_scale}, {options.steps} steps) -> {out}")

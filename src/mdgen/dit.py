@@ -17,6 +17,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from mdgen.errors import ParamsError
+
 
 #################################################################################
 #                                    Helpers                                    #
@@ -454,6 +456,6 @@ LightningDiT_configs = {
 def build_dit(name: str, **overrides) -> LightningDiT:
     """Build a registered size, e.g. build_dit("LightningDiT-B/1", num_classes=31); overrides are constructor kwargs."""
     if name not in LightningDiT_configs:
-        raise KeyError(f"unknown model {name!r}; valid names: {', '.join(LightningDiT_configs)}")
+        raise ParamsError(f"unknown model {name!r}; valid names: {', '.join(LightningDiT_configs)}")
     # overrides win over the preset, so a test or notebook can shrink a registered size
     return LightningDiT(**{**LightningDiT_configs[name], **overrides})

@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.spatial.distance import cdist
 
+from mdgen.errors import DataError
 from mdgen.classifier import accuracy, train_classifier
 from mdgen.kinematics import jet_to_level, measure_gait
 
@@ -97,7 +98,7 @@ def kernel_inception_distance(feats_a: np.ndarray, feats_b: np.ndarray, *, subse
 def _kth_neighbour_radius(x: np.ndarray, k: int) -> np.ndarray:
     """Distance from each point to its k-th nearest other point of the same set."""
     if len(x) <= k:
-        raise ValueError(f"need more than k={k} points for k-NN radii, got {len(x)}")
+        raise DataError(f"need more than k={k} points for k-NN radii, got {len(x)}")
     d = cdist(x, x)
     return np.sort(d, axis=1)[:, k]  # column 0 is the point itself
 

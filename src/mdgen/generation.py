@@ -20,17 +20,21 @@ from tqdm import tqdm
 
 from mdgen.accel import autocast_dtype
 from mdgen.checkpoints import load_ema, read_ema_meta
+from mdgen.errors import BadFileError, MissingFileError, ParamsError
 from mdgen.images import save_png, to_uint8
-from mdgen.io import atomic_path, file_sha256, write_json
+from mdgen.io import atomic_path, check_output_path, file_sha256, remove_stale_temps, write_json
 from mdgen.latents import denormalize, load_stats
 from mdgen.sampling import SamplingOptions, sample_latents
 from mdgen.tokenizer import load_tokenizer
 
 
 def user_index(users: list[str], user: str) -> int:
-    """Label of `user`: its position in the users the model was trained on."""
+    """Label of `user`: its position in the users the model was trained on.
+
+    Those are plain folder names (`read_ema_meta` checks), so a `user` that passes cannot be a path.
+    """
     if user not in users:
-        raise ValueError(f"unknown user {user!r}; valid users: {', '.join(users)}")
+        raise ParamsError(f"unknown user {user!r}; valid users: {', '.join(users)}")
     return users.index(user)
 
 
@@ -46,29 +50,46 @@ class SpectrogramGenerator:
 
     @staticmethod
     def check_user(ema_path: str | Path, user: str) -> None:
-        """Fail fast, before any weights load, on a user the model was not trained on."""
+        """Fail fast, before any weights load, on a user the model was not trained on (`mdgen generate --user`)."""
         user_index(read_ema_meta(ema_path)["users"], user)
 
     @classmethod
     def load(cls, ema_path: str | Path, stats_path: str | Path, tokenizer_path: str | Path,
-             device: str | torch.device | None = None, allow_other_tokenizer: bool = False) -> "SpectrogramGenerator":
+             device: str | torch.device | None = None, allow_other_tokenizer: bool = False,
+             image_size: int | None = None) -> "SpectrogramGenerator":
         """The EMA model, its stats and the tokenizer its latents came from (checked by sha256: latents
         decoded by another tokenizer are noise, unless `allow_other_tokenizer` says that is intended,
-        e.g. a fine-tuned copy of the same tokenizer)."""
+        e.g. a fine-tuned copy of the same tokenizer).
+
+        Any tokenizer must fit the model, `allow_other_tokenizer` or not: decode the model's latent
+        channels and, given `image_size` (data.image_size), turn its latent grid into images of that size.
+        """
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         model, meta = load_ema(ema_path, device)
         stats = load_stats(stats_path, channels=model.in_channels)
         stats_sha = file_sha256(stats_path)
         if meta.get("stats_sha256") and meta["stats_sha256"] != stats_sha:
-            raise ValueError(f"{stats_path} is not the latent statistics {ema_path} was trained with "
-                             "(sha256 differs); re-run `train` or restore the matching stats")
+            raise BadFileError(f"{stats_path} is not the latent statistics {ema_path} was trained with "
+                               "(sha256 differs); re-run `train` or restore the matching stats")
+        if not Path(tokenizer_path).is_file():  # checked here, as its sha256 is read before load_tokenizer
+            raise MissingFileError(f"tokenizer checkpoint {tokenizer_path} does not exist (tokenizer.checkpoint)")
         trained_with, tokenizer_sha = meta.get("tokenizer_sha256"), file_sha256(tokenizer_path)
         if trained_with and not allow_other_tokenizer and trained_with != tokenizer_sha:
-            raise ValueError(f"tokenizer {tokenizer_path} is not the one whose latents {ema_path} was trained on "
-                             f"(sha256 {tokenizer_sha[:12]}..., the model's latents came from "
-                             f"{trained_with[:12]}...); set tokenizer.checkpoint to that file, or pass "
-                             "--allow-other-tokenizer to `mdgen generate` if decoding with another one is intended")
+            raise BadFileError(f"tokenizer {tokenizer_path} is not the one whose latents {ema_path} was trained on "
+                               f"(sha256 {tokenizer_sha[:12]}..., the model's latents came from "
+                               f"{trained_with[:12]}...); set tokenizer.checkpoint to that file, or pass "
+                               "--allow-other-tokenizer to `mdgen generate` if decoding with another one is intended")
         tokenizer = load_tokenizer(tokenizer_path, device=device)
+        # another latent width fails in the decoder's first conv; another downsampling factor decodes,
+        # silently, to another image size (an f8 tokenizer makes 128 px images of 16x16 latents, not 256)
+        channels, grid = model.in_channels, model.config["input_size"]
+        embed_dim, factor = tokenizer.config["embed_dim"], tokenizer.downsample_factor
+        if embed_dim != channels or (image_size is not None and grid * factor != image_size):
+            wanted = "" if image_size is None else f", data.image_size is {image_size}"
+            raise BadFileError(f"tokenizer {tokenizer_path} does not fit {ema_path}: the model makes "
+                               f"{channels}x{grid}x{grid} latents, the tokenizer decodes {embed_dim}-channel ones "
+                               f"{factor}x up ({grid}x{grid} -> {grid * factor}x{grid * factor} images{wanted}); "
+                               "use the tokenizer the model was trained with (tokenizer.checkpoint)")
         sources = {"ema_sha256": file_sha256(ema_path), "stats_sha256": stats_sha,
                    "tokenizer_sha256": tokenizer_sha}
         return cls(model, tokenizer, stats, list(meta["users"]), float(meta.get("latent_multiplier", 1.0)), device,
@@ -114,14 +135,19 @@ def write_samples(gen: SpectrogramGenerator, out_dir: str | Path, n: int, *, see
     with a fingerprint of everything the images depend on (weights, stats, tokenizer, n, seed, options).
     A run killed after 25 of 31 persons leaves 25 finished folders there, and a rerun with the same
     fingerprint samples only the other 6 (another fingerprint starts afresh). `out_dir` appears only
-    when every person is written, so DVC never takes a partial set for the stage's output.
+    when every person is written, so DVC never takes a partial set for the stage's output. The caller
+    holds `out_dir`'s writer lock (`mdgen.io.exclusive_writer`): temp folders in the partial set are
+    then a killed run's, and are removed.
     """
     out_dir = Path(out_dir)
+    check_output_path(out_dir, folder=True)
     partial = out_dir.with_name(f".{out_dir.name}.partial")
     fingerprint = {**gen.sources, "users": gen.users, "images_per_user": n, "seed": seed, "options": asdict(options)}
     record = partial / "fingerprint.json"
     if partial.exists() and not (record.is_file() and json.loads(record.read_text()) == fingerprint):
         shutil.rmtree(partial)  # an interrupted run of another configuration
+    # what a killed run left half-written (a person's temp folder) must never reach out_dir
+    remove_stale_temps(partial)
     write_json(record, fingerprint)
     kept = [u for u in gen.users if (partial / u).is_dir()]
     timing = {"sample_s": 0.0, "decode_s": 0.0}
@@ -132,7 +158,7 @@ def write_samples(gen: SpectrogramGenerator, out_dir: str | Path, n: int, *, see
         for i, user in enumerate(gen.users):
             if user not in kept:
                 imgs, t = gen.images(user, n, seed=seed, **asdict(options))
-                with atomic_path(partial / user) as tmp:
+                with atomic_path(partial / user, folder=True) as tmp:
                     for k, im in enumerate(imgs):
                         save_png(tmp / f"{k:05d}.png", im)
                 timing = {k: timing[k] + t[k] for k in timing}

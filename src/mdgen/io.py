@@ -7,9 +7,14 @@ import json
 import os
 import re
 import shutil
+import socket
+import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Iterator
+
+from mdgen.errors import BadFileError, BusyError, DataError, MissingFileError, OutputPathError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp"}
 
@@ -29,10 +34,10 @@ def list_users(data_dir: str | Path) -> list[str]:
     """User sub-folders of `data_dir` in natural order (the label of a user is its index here)."""
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
-        raise FileNotFoundError(f"data folder {data_dir} does not exist (expected one sub-folder per user)")
+        raise MissingFileError(f"data folder {data_dir} does not exist (expected one sub-folder per user)")
     users = sorted((p.name for p in data_dir.iterdir() if p.is_dir() and not p.name.startswith(".")), key=natural_key)
     if not users:
-        raise ValueError(f"data folder {data_dir} has no user sub-folders (expected e.g. {data_dir}/ID_1/*.png)")
+        raise DataError(f"data folder {data_dir} has no user sub-folders (expected e.g. {data_dir}/ID_1/*.png)")
     return users
 
 
@@ -49,31 +54,123 @@ def check_folder_name(name: str, source: str) -> str:
     """
     if (not isinstance(name, str) or not name or name.startswith(".") or "/" in name or "\\" in name
             or "\0" in name or Path(name).name != name):
-        raise ValueError(f"{source}: person name {name!r} is not a plain folder name "
+        raise DataError(f"{source}: person name {name!r} is not a plain folder name "
                          "(expected e.g. ID_3: no path separators, not empty, not starting with '.')")
     return name
 
 
+TEMP_SUFFIX = ".tmp"  # every temporary name mdgen writes ends so, and starts with a dot
+
+
 @contextlib.contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
+def atomic_path(path: str | Path, folder: bool = False) -> Iterator[Path]:
     """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds.
 
-    Works for files and folders: whatever the block creates at the temporary path replaces
-    `path` as a whole, so a crash never leaves a half-written output for DVC to cache.
+    `folder`: the block writes a folder (replacing a previous folder of that name as a whole), else
+    a file. Whatever the block creates replaces `path` in one rename, so a crash never leaves a
+    half-written output for DVC to cache. It never destroys what it would not have written: a folder
+    where a file goes, or a file where a folder goes, is an OutputPathError before the block runs.
+    The temporary folder's name is unique per call, so two processes never write the same temp file.
     """
     path = Path(path)
+    check_output_path(path, folder)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent))
     target = tmp / path.name
     try:
         yield target
         if not target.exists():
             raise RuntimeError(f"nothing was written for {path}")
-        if path.is_dir() and not path.is_symlink():
+        if target.is_dir() != folder:
+            raise RuntimeError(f"{path}: the block wrote a {'folder' if target.is_dir() else 'file'}, "
+                               f"atomic_path(folder={folder}) expected the other")
+        check_output_path(path, folder)  # again: something may have appeared there meanwhile
+        if folder and path.is_dir() and not path.is_symlink():
             shutil.rmtree(path)
         os.replace(target, path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def check_output_path(path: str | Path, folder: bool = False) -> None:
+    """An OutputPathError unless `path` is free for a file (`folder` False) or a folder: a missing path, or one of that kind."""
+    path = Path(path)
+    if folder and (path.is_file() or path.is_symlink() and not path.is_dir()):
+        raise OutputPathError(f"{path} is an existing file; a folder of outputs goes there. Remove or rename it, "
+                              "or choose another output path")
+    if not folder and path.is_dir():
+        raise OutputPathError(f"{path} is an existing folder; an output file goes there, and mdgen never replaces a "
+                              "folder with a file. Give a file path (e.g. inside that folder)")
+    for parent in path.parents:
+        if parent.exists() or parent.is_symlink():
+            if not parent.is_dir():
+                raise OutputPathError(f"{path}: {parent} is an existing file, so nothing can be written beneath it")
+            break
+
+
+def remove_stale_temps(folder: str | Path) -> list[str]:
+    """Delete the temporary files and folders (`.<name>.<random>.tmp`) a killed process left in `folder`.
+
+    Only safe while this process holds the folder's writer lock (`exclusive_writer`): then no live
+    process is writing there, and whatever temp names remain belong to a dead one. Returns their names.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    stale = sorted(p for p in folder.iterdir() if p.name.startswith(".") and p.name.endswith(TEMP_SUFFIX))
+    for p in stale:
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p)
+        else:
+            p.unlink()
+    return [p.name for p in stale]
+
+
+@contextlib.contextmanager
+def exclusive_writer(folder: str | Path) -> Iterator[list[str]]:
+    """Hold the writer lock of an output folder for the block: one process writes it at a time.
+
+    The lock is `.<folder>.lock` beside the folder (not inside it, where DVC would take it for part of
+    the output), an OS file lock that a killed process releases with its life. A second writer gets a
+    BusyError at once naming the folder and the process that holds it. Checks that the folder is
+    writable, then removes what a killed writer left (`remove_stale_temps`); yields those names.
+    """
+    import filelock  # installed with DVC; imported here so that reading files does not pay for it
+
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)  # the folder itself may appear only when complete (`sample`)
+    lock_path = folder.parent / f".{folder.name}.lock"
+    lock = filelock.FileLock(lock_path)
+    try:
+        lock.acquire(timeout=0)
+    except filelock.Timeout:
+        try:
+            holder = lock_path.read_text().strip() or "unknown process"
+        except OSError:
+            holder = "unknown process"
+        raise BusyError(f"{folder} is being written by another process ({holder}); wait for it to finish or stop "
+                        f"it (its lock: {lock_path})") from None
+    try:
+        lock_path.write_text(f"pid {os.getpid()} on {socket.gethostname()}, `{' '.join(sys.argv)}`, "
+                             f"since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+        check_writable(folder)
+        yield remove_stale_temps(folder)
+    finally:
+        lock.release()
+
+
+def check_writable(folder: str | Path) -> None:
+    """An OutputPathError naming `folder` when this process cannot create files in it, or in the parent it
+    will be made in (say, a root-owned models/ of a user's run): before any work, not at the first checkpoint."""
+    folder = Path(folder)
+    where = folder if folder.is_dir() else folder.parent
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".write-probe.", suffix=TEMP_SUFFIX, dir=where)
+    except OSError as e:
+        raise OutputPathError(f"{where} is not writable by this process ({e.strerror}); fix its permissions or "
+                              "run as its owner") from None
+    os.close(fd)
+    os.unlink(probe)
 
 
 def file_sha256(path: str | Path, chunk_bytes: int = 1 << 24) -> str:
@@ -92,12 +189,14 @@ def write_json(path: str | Path, obj) -> None:
 
 
 def read_json(path: str | Path) -> dict:
-    """A JSON file, or a ValueError that names it and says why it could not be read."""
+    """A JSON file, or an error that names it: MissingFileError, or BadFileError saying why it could not be read."""
     path = Path(path)
     try:
         return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise MissingFileError(f"{path} not found") from None
     except (OSError, json.JSONDecodeError) as e:
-        raise ValueError(f"{path}: cannot read ({e})") from None
+        raise BadFileError(f"{path}: cannot read ({e})") from None
 
 
 def save_safetensors(tensors: dict, path: str | Path, metadata: dict[str, str] | None = None) -> None:
@@ -125,18 +224,26 @@ def save_safetensors(tensors: dict, path: str | Path, metadata: dict[str, str] |
             f.write(memoryview(blob)[8 + n:])
 
 
+# what to do about a model, tokenizer or latent file that is there but unreadable (a killed copy, a
+# partial `dvc pull`): every such error ends with it
+RESTORE_HINT = "re-create it with `dvc repro`, or restore it from the DVC cache with `dvc checkout`"
+
+
 def load_torch_file(path: str | Path, what: str):
     """`torch.load` of an untrusted checkpoint: tensors and plain containers only, never code.
 
     `what` names the file in errors ("tokenizer checkpoint"). mmap keeps a multi-GB checkpoint on
     disk, so only the tensors used are paged in; it needs the zip format (torch >= 1.6 default),
-    older tar/pickle files are read whole.
+    older tar/pickle files are read whole. A missing file is a MissingFileError; a truncated one, or
+    one that would need code to unpickle, a BadFileError naming it.
     """
     import pickle
     import zipfile
 
     import torch  # here, so that `mdgen split` and friends do not pay for importing torch
 
+    if not Path(path).is_file():
+        raise MissingFileError(f"{what} {path} not found")
     try:
         return torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
     except pickle.UnpicklingError as e:
@@ -144,8 +251,11 @@ def load_torch_file(path: str | Path, what: str):
         lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
         culprit = [ln for ln in lines if "Unsupported" in ln or "WeightsUnpickler" in ln]
         reason = (culprit or lines or [""])[0].split(" Please use")[0]
-        raise ValueError(f"refusing to load {path}: it needs arbitrary unpickling (code execution), which "
-                         f"mdgen never does; only plain tensors are accepted (torch.load weights_only=True said: "
-                         f"{reason}). Convert it to .safetensors in a trusted environment.") from None
-    except (RuntimeError, EOFError, OSError) as e:
-        raise ValueError(f"cannot read {what} {path} as a torch file: {e}") from e
+        raise BadFileError(f"refusing to load {path}: it needs arbitrary unpickling (code execution), which "
+                           f"mdgen never does; only plain tensors are accepted (torch.load weights_only=True said: "
+                           f"{reason}). Convert it to .safetensors in a trusted environment.") from None
+    # what torch.load raises on a cut-off file: miniz's RuntimeError or an OSError for a zip, EOFError
+    # or the unpickler's IndexError for a pickle that stops mid-way
+    except (RuntimeError, EOFError, OSError, IndexError) as e:
+        reason = str(e).split(". ")[0].strip() or type(e).__name__  # miniz adds a paragraph of advice
+        raise BadFileError(f"cannot read {what} {path}: truncated or corrupt ({reason}); {RESTORE_HINT}") from e

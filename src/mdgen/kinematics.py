@@ -21,6 +21,7 @@ from scipy.ndimage import uniform_filter
 from scipy.signal import detrend
 from scipy.spatial import cKDTree
 
+from mdgen.errors import DataError
 from mdgen.simulate import JET_LUT
 
 # Jet below this level is dark-to-medium blue (green channel < 0.3): the "deep-blue background".
@@ -196,7 +197,7 @@ def gait_cycle(level: np.ndarray, velocity: np.ndarray, time: np.ndarray,
     lags = np.arange(ac.size)
     hi = min(cycle_range_s[1] / dt, 0.75 * ac.size)
     if hi <= cycle_range_s[0] / dt:
-        raise ValueError(f"an image of {time[-1] - time[0]:.2f} s is too short to hold a gait cycle "
+        raise DataError(f"an image of {time[-1] - time[0]:.2f} s is too short to hold a gait cycle "
                          f"of at least {cycle_range_s[0]} s twice")
     cycles = np.arange(cycle_range_s[0] / dt, hi, 0.1)
     score = np.interp(cycles / 2, lags, ac) + 0.5 * np.interp(cycles, lags, ac)

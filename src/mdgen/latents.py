@@ -17,9 +17,10 @@ import torch
 from safetensors import safe_open
 from tqdm import tqdm
 
+from mdgen.errors import BadFileError, DataError, MissingFileError, ParamsError
 from mdgen.accel import autocast_dtype
 from mdgen.images import load_images, to_tensor, to_uint8
-from mdgen.io import atomic_path, save_safetensors
+from mdgen.io import atomic_path, load_torch_file, save_safetensors
 
 FLIPS = {"none": None, "time": 3, "doppler": 2}  # tensor dim flipped: time = width, Doppler = height
 
@@ -35,7 +36,7 @@ def encode_files(model, files: list[Path], *, batch_size: int, image_size: int, 
     every run and every device. `precision` as `mdgen.accel.autocast_dtype`.
     """
     if flip not in FLIPS:
-        raise ValueError(f"extract.flip = {flip!r}: expected one of {', '.join(FLIPS)}")
+        raise ParamsError(f"extract.flip = {flip!r}: expected one of {', '.join(FLIPS)}")
     device = torch.device(device)
     amp = autocast_dtype(device, precision)
     gen = torch.Generator().manual_seed(seed)
@@ -75,7 +76,7 @@ def read_latents_meta(path: str | Path) -> dict:
         meta = dict(f.metadata() or {})
         shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
     if "users" not in meta:
-        raise ValueError(f"{path}: no 'users' metadata (expected a latents file written by `mdgen extract`)")
+        raise BadFileError(f"{path}: no 'users' metadata (expected a latents file written by `mdgen extract`)")
     meta["users"] = json.loads(meta["users"])
     meta["tensors"] = shapes
     return meta
@@ -119,30 +120,29 @@ def compute_stats(latents: torch.Tensor) -> dict[str, torch.Tensor]:
     z = latents.double()
     if not torch.isfinite(z).all():
         bad = (~torch.isfinite(z)).flatten(1).any(1).nonzero().flatten()[:5].tolist()
-        raise ValueError(f"latents contain NaN/Inf (first offending samples: {bad})")
+        raise BadFileError(f"latents contain NaN/Inf (first offending samples: {bad})")
     if z.shape[0] * z.shape[2] * z.shape[3] < 2:
-        raise ValueError("need at least 2 latent values per channel to compute a std")
+        raise DataError("need at least 2 latent values per channel to compute a std")
     mean = z.mean(dim=(0, 2, 3), keepdim=True)
     std = z.std(dim=(0, 2, 3), keepdim=True)  # unbiased, as upstream's torch.std
     dead = (std.flatten() <= 1e-12).nonzero().flatten().tolist()
     if dead:
-        raise ValueError(f"latent channels {dead} have zero std: the tokenizer produced constant channels")
+        raise BadFileError(f"latent channels {dead} have zero std: the tokenizer produced constant channels")
     return {"mean": mean.float(), "std": std.float()}
 
 
 def load_stats(path: str | Path, channels: int | None = None) -> dict[str, torch.Tensor]:
     """`latents_stats.pt` in the upstream format; shapes checked against `channels`."""
-    try:
-        stats = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"latent stats {path} not found (run the `stats` stage)") from None
+    if not Path(path).is_file():
+        raise MissingFileError(f"latent stats {path} not found (run the `stats` stage)")
+    stats = load_torch_file(path, "latent stats")
     if not isinstance(stats, dict) or not {"mean", "std"} <= set(stats):
-        raise ValueError(f"{path}: expected a dict with 'mean' and 'std' tensors")
+        raise BadFileError(f"{path}: expected a dict with 'mean' and 'std' tensors")
     for k in ("mean", "std"):
         t = stats[k]
         if t.ndim != 4 or t.shape[0] != 1 or t.shape[2:] != (1, 1) or (channels and t.shape[1] != channels):
             want = f"[1, {channels or 'C'}, 1, 1]"
-            raise ValueError(f"{path}: '{k}' has shape {list(t.shape)}, expected {want}")
+            raise BadFileError(f"{path}: '{k}' has shape {list(t.shape)}, expected {want}")
     return {"mean": stats["mean"].float(), "std": stats["std"].float()}
 
 

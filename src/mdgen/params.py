@@ -4,7 +4,8 @@ Defaults live in params.yaml only; this file says what each key must be. A key t
 is not in the schema, or a value of the wrong type or range, is an error that names
 the key, the value and what was expected -- before any stage writes anything. The same
 validation serves other yaml files of the same shape with their own schema (the tokenizer's
-training config, `mdgen.tokenizer_release`).
+training config, `mdgen.tokenizer_release`), and the command-line options that stand in for a key
+(`mdgen generate --cfg-scale` for `sample.cfg_scale`): a range is declared once.
 """
 from __future__ import annotations
 
@@ -14,14 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
-import yaml
+from ruamel.yaml import YAML
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
+
+from mdgen.errors import ParamsError  # also mdgen.params.ParamsError, where stages and tests import it
 
 
 T = TypeVar("T")
-
-
-class ParamsError(ValueError):
-    """params.yaml is missing a key, has an unknown one, or a value is out of range."""
 
 
 @dataclass(frozen=True)
@@ -104,7 +104,11 @@ SCHEMA: dict[str, Spec] = {
     "extract.precision": Choice("auto", "fp32", "bf16", "fp16"),
     "stats.reference": Str(optional=True),
     "stats.source": Choice("data", "reference"),
-    "model.name": Str(),
+    # the names of mdgen.dit.LightningDiT_configs, spelled out because params.py does not import torch
+    # (`mdgen split` validates the whole file); tests/test_params.py checks that they agree
+    "model.name": Choice("LightningDiT-XL/1", "LightningDiT-XL/2", "LightningDiT-L/2", "LightningDiT-B/1",
+                         "LightningDiT-B/2", "LightningDiT-S/1", "LightningDiT-S/2", "LightningDiT-Tiny/1",
+                         "LightningDiT-Tiny/2"),
     "model.class_dropout_prob": Float(0.0, 1.0, hi_open=True),
     "model.use_qknorm": Bool(),
     "train.max_steps": Int(1),
@@ -188,8 +192,13 @@ def _unknown_key(key: str, value: Any, source: str, schema: dict[str, Spec]) -> 
     return ParamsError(f"{source}: unknown key '{key}' (known keys: {', '.join(known)})")
 
 
-def validate(key: str, value: Any, source: str = "params.yaml", schema: dict[str, Spec] = SCHEMA) -> Any:
-    """`value` of `key` checked against `schema` (default: params.yaml's); numbers of float keys come back as float."""
+def validate(key: str, value: Any, source: str = "params.yaml", schema: dict[str, Spec] = SCHEMA,
+             option: str | None = None) -> Any:
+    """`value` of `key` checked against `schema` (default: params.yaml's); numbers of float keys come back as float.
+
+    `option`: the command-line option that overrides `key` (`--cfg-scale` for `sample.cfg_scale`), checked
+    as the key is and named in the message instead of the file and key.
+    """
     if key not in schema:
         raise _unknown_key(key, value, source, schema)
     spec = schema[key]
@@ -201,16 +210,25 @@ def validate(key: str, value: Any, source: str = "params.yaml", schema: dict[str
     else:
         ok = isinstance(value, spec.kind) and (spec.check is None or spec.check(value))
     if not ok:
-        raise ParamsError(f"{source}: {key} = {value!r}: expected {spec.expect}")
+        named = option or f"{source}: {key}"
+        raise ParamsError(f"{named} = {value!r}: expected {spec.expect}")
     return float(value) if spec.kind == (int, float) else value
 
 
 def read_yaml(path: Path) -> Any:
-    """The parsed YAML of an existing file (empty file: {}); a syntax error is a ParamsError naming the file."""
+    """The parsed YAML of an existing file (empty file: {}); a syntax error is a ParamsError naming the file.
+
+    Read as DVC reads params.yaml (`dvc.utils.serialize.parse_yaml`: ruamel.yaml, safe, YAML 1.2), so
+    that a stage sees the values DVC hashes: `lr: 1e-3` is a number to both (PyYAML's YAML 1.1 takes
+    it for a string), `on`/`yes` are strings to both, and a key given twice is an error, not the last.
+    """
     try:
-        return yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ParamsError(f"{path}: not valid YAML: {e}") from None
+        return YAML(typ="safe").load(path.read_text()) or {}
+    except MarkedYAMLError as e:  # its message spans several lines and quotes the text; keep what and where
+        where = f" (line {e.problem_mark.line + 1}, column {e.problem_mark.column + 1})" if e.problem_mark else ""
+        raise ParamsError(f"{path}: not valid YAML: {e.problem or e.context}{where}") from None
+    except YAMLError as e:
+        raise ParamsError(f"{path}: not valid YAML: {' '.join(str(e).split())}") from None
 
 
 def load_params(path: str | Path = "params.yaml", schema: dict[str, Spec] = SCHEMA) -> dict[str, Any]:

@@ -19,6 +19,8 @@ from pathlib import Path
 import torch
 import yaml
 
+from mdgen.errors import BadFileError
+
 # dotted path in metrics/evaluate.json -> which way is better
 HEADLINE = {"conditional.ratio": "higher", "tstr.ratio": "higher", "distribution.fid_ratio": "lower"}
 # stages whose outputs are the same bytes on every CPU (numpy, PIL, json): checked on any machine
@@ -107,7 +109,7 @@ def read_yaml(text: str, what: str) -> dict:
     try:
         return yaml.safe_load(text) or {}
     except yaml.YAMLError as e:
-        raise ValueError(f"{what}: not YAML ({e})") from None
+        raise BadFileError(f"{what}: not YAML ({e})") from None
 
 
 def results_table(metrics: dict, reference_run: dict) -> str:
@@ -141,7 +143,7 @@ BEGIN, END = "<!-- results table: benchmarks/readme_results.py -->", "<!-- end o
 
 def replace_table(readme: str, table: str) -> str:
     if BEGIN not in readme or END not in readme:
-        raise ValueError(f"README: the markers {BEGIN} and {END} are missing")
+        raise BadFileError(f"README: the markers {BEGIN} and {END} are missing")
     head, rest = readme.split(BEGIN, 1)
     _, tail = rest.split(END, 1)
     return f"{head}{BEGIN}\n{table}\n{END}{tail}"

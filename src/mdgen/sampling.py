@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import torch
 
+from mdgen.errors import DivergedError, ParamsError
 from mdgen.dit import GUIDANCE_CHANNELS, LightningDiT
 
 METHODS = ("euler", "heun", "dopri5")
@@ -83,7 +84,7 @@ def velocity_fn(model: LightningDiT, labels: torch.Tensor, *, cfg_scale: float =
     if guided:
         null_class = model.null_class if null_class is None else null_class
         if null_class is None:
-            raise ValueError(f"cfg_scale={cfg_scale} needs a null class, but the model was built with "
+            raise ParamsError(f"cfg_scale={cfg_scale} needs a null class, but the model was built with "
                              "class_dropout_prob=0 (no null embedding); use cfg_scale=1.0")
         y_cfg = torch.cat([labels, torch.full_like(labels, null_class)])
 
@@ -157,9 +158,9 @@ def _dopri5(fn: VelocityFn, x: torch.Tensor, t0: float, t1: float, f0: torch.Ten
         err = step * sum(e * kj for e, kj in zip(_DP_E, k + [f_new]) if e != 0.0)
         err_norm = _rms(err / (atol + rtol * torch.maximum(x.abs(), x_new.abs())))
         if not math.isfinite(err_norm):
-            raise FloatingPointError(f"dopri5: non-finite velocity or state at t={t:.6g}, step {step:.3g}")
+            raise DivergedError(f"dopri5: non-finite velocity or state at t={t:.6g}, step {step:.3g}")
         if step < 1e-10:
-            raise RuntimeError(f"dopri5: step size underflow at t={t:.6g} (atol={atol}, rtol={rtol})")
+            raise DivergedError(f"dopri5: step size underflow at t={t:.6g} (atol={atol}, rtol={rtol})")
         if err_norm <= 1.0:
             t = t1 if last else t + step
             x, f0 = x_new, f_new

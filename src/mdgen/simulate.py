@@ -45,6 +45,7 @@ from scipy import ndimage, signal
 from scipy.interpolate import PchipInterpolator
 from tqdm import tqdm
 
+from mdgen.errors import BadFileError
 from mdgen.io import atomic_path
 
 SPEED_OF_LIGHT = 299_792_458.0
@@ -764,7 +765,7 @@ def simulate_dataset(out_dir, n_users: int, images_per_user: int, seed: int,
         workers = min(8, cpus)
     t0 = time.perf_counter()
     out_dir = Path(out_dir)
-    with atomic_path(out_dir) as tmp:
+    with atomic_path(out_dir, folder=True) as tmp:
         jobs = []
         for n, user in enumerate(users, start=1):
             (tmp / user["id"]).mkdir(parents=True)
@@ -829,7 +830,7 @@ def image_axes(data_dir: str | Path, height: int, width: int) -> tuple[np.ndarra
         top_edge, bottom_edge = v["top"] + step / 2, v["bottom"] - step / 2
         first, last = t["first"], t["last"]
     except (KeyError, TypeError, ZeroDivisionError) as e:
-        raise ValueError(f"{manifest_path}: no usable image_axes ({e!r}); "
+        raise BadFileError(f"{manifest_path}: no usable image_axes ({e!r}); "
                          "expected the simulator's users.json") from None
     velocity = top_edge - (np.arange(height) + 0.5) * (top_edge - bottom_edge) / height
     return velocity, np.linspace(first, last, width), manifest, "users.json"

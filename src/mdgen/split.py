@@ -16,7 +16,9 @@ from typing import TYPE_CHECKING
 
 from PIL import Image, UnidentifiedImageError
 
-from mdgen.io import list_images, list_users
+from mdgen.errors import BadFileError, DataError, MissingFileError
+from mdgen.images import crop_plan
+from mdgen.io import list_images, list_users, natural_key
 
 if TYPE_CHECKING:
     import torch
@@ -31,13 +33,126 @@ def recording_and_index(name: str) -> tuple[str, int | None]:
     return (m.group(1), int(m.group(2))) if m else (stem, None)
 
 
-def check_image(path: Path) -> None:
-    """Fail early, naming the file, on anything PIL cannot parse as an image."""
+# one line per problem, at most this many in one error (the rest are counted)
+MAX_LISTED = 20
+_SYMLINK_NOTE = ("DVC does not hash what is behind a symlink, so edits there go unnoticed (`dvc status` says up "
+                 "to date, later stages read stale latents or miss files); copy the images into the data folder "
+                 "and `dvc add` that real copy")
+
+
+def decode(path: Path) -> tuple[int, int] | str:
+    """(width, height) of the image at `path`, decoded completely as the stages read it, or why it cannot be read.
+
+    PIL's `verify()` does not decode pixel data (a truncated JPEG passes it): this is the `load()` and RGB
+    conversion of `images.load_image`, whose errors a later stage would otherwise meet.
+    """
+    if path.stat().st_size == 0:
+        return "empty file (0 bytes)"
     try:
         with Image.open(path) as im:
-            im.verify()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise ValueError(f"unreadable image {path}: {e} (expected a png/jpg/jpeg/bmp image)") from None
+            im.load()
+            im.convert("RGB")
+            return im.size
+    except UnidentifiedImageError:
+        return "not an image PIL can identify (expected png/jpg/jpeg/bmp)"
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        return f"cannot be decoded: {e}"
+
+
+def _too_few(folder: Path, n: int) -> str | None:
+    if n >= 2:
+        return None
+    return (f"user folder {folder} has {n} image(s): expected at least 2 (png/jpg/jpeg/bmp) "
+            "so that train and val are both non-empty")
+
+
+def _outside(path: Path, root: Path) -> Path | None:
+    """The target of `path` if it is a symlink that resolves outside `root` (resolved), else None."""
+    if not path.is_symlink():
+        return None
+    target = path.resolve()
+    return None if target.is_relative_to(root) else target
+
+
+def check_data(data_dir: str | Path) -> dict[tuple[int, int], list[Path]]:
+    """Every image of every person folder decoded once; the files by (width, height), in data order.
+
+    The whole folder is checked before anything is raised: unreadable (truncated, empty, not an image)
+    files, person folders with fewer than 2 images, and symlinks (person folders or images) that leave
+    `data_dir`, which DVC does not track. All problems come in one DataError, by person folder, one line
+    each naming the file and the reason; a single problem is one line.
+    """
+    data_dir = Path(data_dir)
+    list_users(data_dir)  # its errors first: no such folder, no person folders in it
+    root = data_dir.resolve()
+    problems: list[tuple[str, str]] = []  # (person folder, what is wrong)
+    symlinks = False
+    sizes: dict[tuple[int, int], list[Path]] = {}
+    # the person folders of list_users (symlinks to folders included), in its order
+    for folder in sorted(data_dir.iterdir(), key=lambda p: natural_key(p.name)):
+        if folder.name.startswith(".") or not folder.is_dir():
+            continue
+        if target := _outside(folder, root):
+            problems.append((folder.name, f"person folder {folder} is a symlink to {target}, "
+                                          f"outside the data folder {data_dir}"))
+            symlinks = True
+            continue
+        images = list_images(folder)
+        if msg := _too_few(folder, len(images)):
+            problems.append((folder.name, msg))
+        for p in images:
+            if target := _outside(p, root):
+                problems.append((folder.name, f"image {p} is a symlink to {target}, "
+                                              f"outside the data folder {data_dir}"))
+                symlinks = True
+            elif isinstance(size := decode(p), str):
+                problems.append((folder.name, f"unreadable image {p}: {size}"))
+            else:
+                sizes.setdefault(size, []).append(p)
+    if len(problems) == 1:
+        raise DataError(problems[0][1] + (f": {_SYMLINK_NOTE}" if symlinks else ""))
+    if problems:
+        lines = [msg for _, msg in problems[:MAX_LISTED]]
+        if len(problems) > MAX_LISTED:
+            lines.append(f"... and {len(problems) - MAX_LISTED} more")
+        if symlinks:
+            lines.append(f"symlinks: {_SYMLINK_NOTE}")
+        n_folders = len({folder for folder, _ in problems})
+        raise DataError(f"{len(problems)} problems in {n_folders} person folder(s) of {data_dir} "
+                        "(nothing was written):\n  " + "\n  ".join(lines))
+    return sizes
+
+
+def resize_effect(width: int, height: int, image_size: int) -> str:
+    """What `images.center_crop_arr` does to a width x height image, in words: the resize and what the crop drops.
+
+    Columns are the time axis of a spectrogram, rows the Doppler axis.
+    """
+    w, h = crop_plan(width, height, image_size)[1]
+    factor = w / width
+    out = f"resized to {w}x{h} (x{factor:.3g}, {'downscaled' if factor < 1 else 'upscaled'})"
+    if w > image_size:
+        return out + f", then {w - image_size} of {w} columns cropped: {(w - image_size) / w:.0%} of the time axis lost"
+    if h > image_size:
+        return out + f", then {h - image_size} of {h} rows cropped: {(h - image_size) / h:.0%} of the Doppler axis lost"
+    return out + ", nothing cropped"
+
+
+def size_report(sizes: dict[tuple[int, int], list[Path]], image_size: int, data_dir: str | Path) -> list[str]:
+    """Lines on the images that are not image_size square: per size, the count, two examples and `resize_effect`.
+
+    Empty when every image is image_size square.
+    """
+    off = {s: files for s, files in sizes.items() if s != (image_size, image_size)}
+    if not off:
+        return []
+    n_off, n_all = sum(map(len, off.values())), sum(map(len, sizes.values()))
+    lines = [f"{n_off} of {n_all} images are not {image_size}x{image_size}; extract and the stages after it "
+             f"resize each so that its short side is {image_size} and keep the centre square:"]
+    for (w, h), files in sorted(off.items(), key=lambda kv: (-len(kv[1]), kv[0])):
+        examples = ", ".join([p.relative_to(data_dir).as_posix() for p in files[:2]] + ["..."] * (len(files) > 2))
+        lines.append(f"  {w}x{h}: {len(files)} image(s) ({examples}): {resize_effect(w, h, image_size)}")
+    return lines
 
 
 def _blocks(files: list[str], block_size: int) -> list[list[str]]:
@@ -99,20 +214,19 @@ def make_split(data_dir: str | Path, val_fraction: float, seed: int, mode: str =
     """The split manifest: users in label order and per-user train/val file names.
 
     Paths are relative to `data_dir` (`ID_3/17.png`) so the manifest stays valid when the
-    folder moves between machines.
+    folder moves between machines. `verify_images` runs `check_data` first; the `split` stage
+    runs it itself (it reports the image sizes) and passes False, so each image is decoded once.
     """
     data_dir = Path(data_dir)
+    if verify_images:
+        check_data(data_dir)
     users = list_users(data_dir)
     rng = random.Random(seed)
     train, val, dropped = {}, {}, {}
     for user in users:
         images = list_images(data_dir / user)
-        if len(images) < 2:
-            raise ValueError(f"user folder {data_dir / user} has {len(images)} image(s): "
-                             "expected at least 2 (png/jpg/jpeg/bmp) so that train and val are both non-empty")
-        if verify_images:
-            for p in images:
-                check_image(p)
+        if msg := _too_few(data_dir / user, len(images)):
+            raise DataError(msg)
         names = [p.name for p in images]
         tr, va, dr = split_user(names, val_fraction, rng, mode, block_size, gap)
         train[user] = [f"{user}/{n}" for n in tr]
@@ -136,11 +250,11 @@ def read_split(path: str | Path) -> dict:
     """The manifest `make_split` wrote (via the `split` stage); a missing file or key is an error naming it."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"split manifest {path} not found (run the `split` stage)")
+        raise MissingFileError(f"split manifest {path} not found (run the `split` stage)")
     m = json.loads(path.read_text())
     for key in ("data_dir", "users", "train", "val"):
         if key not in m:
-            raise ValueError(f"{path}: missing '{key}' (expected a manifest written by `mdgen split`)")
+            raise BadFileError(f"{path}: missing '{key}' (expected a manifest written by `mdgen split`)")
     return m
 
 
@@ -155,3 +269,20 @@ def files_and_labels(manifest: dict, part: str) -> tuple[list[Path], torch.Tenso
             files.append(root / rel)
             labels.append(label)
     return files, torch.tensor(labels, dtype=torch.int64)
+
+
+def dataset_files(manifest: dict) -> list[Path]:
+    """Every image a manifest lists (train, val and dropped): users in label order, files in natural order.
+
+    The same list as `io.list_dataset_images` of the folder when `split` checked it, for stages that read
+    every image (`texture`) and must not meet one that `split` did not check.
+    """
+    if "dropped" not in manifest:
+        raise BadFileError("split manifest has no 'dropped' list (expected a manifest written by `mdgen split`: "
+                           "run it again)")
+    root = Path(manifest["data_dir"])
+    files = []
+    for user in manifest["users"]:
+        rels = [rel for part in ("train", "val", "dropped") for rel in manifest[part].get(user, [])]
+        files += [root / rel for rel in sorted(rels, key=lambda rel: natural_key(Path(rel).name))]
+    return files

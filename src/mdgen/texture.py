@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from mdgen.errors import BadFileError, DataError
 from mdgen.io import read_json
 
 # matplotlib's jet as its piecewise-linear definition (not its 256-entry LUT): the reference figures
@@ -50,7 +51,13 @@ def _period(column_mean: np.ndarray) -> float:
 
 
 def figures(path: str | Path) -> dict:
-    a = np.asarray(Image.open(path).convert("RGB").resize((256, 256), Image.BILINEAR)).astype(np.float64)
+    try:
+        with Image.open(path) as im:
+            rgb = im.convert("RGB")
+    except (OSError, SyntaxError, ValueError) as e:  # `split` decodes every image: only a file changed since
+        raise DataError(f"cannot read image {path} ({e}): run `mdgen split` (or `dvc repro`) again, "
+                        "which checks every image of the data folder") from e
+    a = np.asarray(rgb.resize((256, 256), Image.BILINEAR)).astype(np.float64)
     lv = levels(a[::2, ::2])
     dh = np.abs(np.diff(a, axis=1))
     rows = lv.mean(1)
@@ -98,5 +105,5 @@ def read_reference(path: str | Path) -> dict:
     ref = read_json(path)
     missing = [k for k in FIGURES if k not in ref]
     if missing:
-        raise ValueError(f"{path}: not a texture card, missing {missing}; expected the keys {list(FIGURES)}")
+        raise BadFileError(f"{path}: not a texture card, missing {missing}; expected the keys {list(FIGURES)}")
     return ref

@@ -22,7 +22,8 @@ import torch.nn.functional as F
 
 from safetensors import SafetensorError, safe_open
 
-from mdgen.io import load_torch_file, save_safetensors
+from mdgen.errors import BadFileError, MissingFileError
+from mdgen.io import RESTORE_HINT, load_torch_file, save_safetensors
 
 log = logging.getLogger(__name__)
 
@@ -367,8 +368,8 @@ def _read_torch(path: Path) -> dict[str, torch.Tensor]:
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         obj = obj["state_dict"]  # Lightning-style checkpoint (the released VA-VAE .pt)
     if not isinstance(obj, dict) or not all(isinstance(k, str) and torch.is_tensor(v) for k, v in obj.items()):
-        raise ValueError(f"{path}: expected a state dict (str -> tensor) at the top level or under 'state_dict', "
-                         f"got {type(obj).__name__}")
+        raise BadFileError(f"{path}: expected a state dict (str -> tensor) at the top level or under 'state_dict', "
+                           f"got {type(obj).__name__}")
     return obj
 
 
@@ -385,13 +386,14 @@ def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict | None,
                 else:
                     state_dict[key] = f.get_tensor(key)
     except (SafetensorError, OSError) as e:
-        raise ValueError(f"cannot read tokenizer checkpoint {path} as safetensors: {e}") from e
+        raise BadFileError(f"cannot read tokenizer checkpoint {path}: truncated or corrupt ({e}); "
+                           f"{RESTORE_HINT}") from e
     config = None
     if "config" in metadata:
         try:
             config = json.loads(metadata["config"])
         except json.JSONDecodeError as e:
-            raise ValueError(f"{path}: metadata 'config' is not valid JSON ({e}): {metadata['config']!r}") from e
+            raise BadFileError(f"{path}: metadata 'config' is not valid JSON ({e}): {metadata['config']!r}") from e
     return state_dict, config, dropped
 
 
@@ -408,8 +410,8 @@ def _check_keys(expected: dict[str, torch.Size], state_dict: dict[str, torch.Ten
     if problems:
         lines = [f"{len(items)} {name}: " + ", ".join(items[:MAX_REPORTED])
                  + (" ..." if len(items) > MAX_REPORTED else "") for name, items in problems]
-        raise ValueError(f"tokenizer checkpoint {path} does not match AutoencoderKL(**{config}) "
-                         f"(config {source}):\n  " + "\n  ".join(lines))
+        raise BadFileError(f"tokenizer checkpoint {path} does not match AutoencoderKL(**{config}) "
+                           f"(config {source}): " + "; ".join(lines))
 
 
 def load_tokenizer(path: str | Path, config: dict | None = None, device: str | torch.device = "cpu") -> AutoencoderKL:
@@ -421,7 +423,7 @@ def load_tokenizer(path: str | Path, config: dict | None = None, device: str | t
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"tokenizer checkpoint {path} does not exist")
+        raise MissingFileError(f"tokenizer checkpoint {path} does not exist")
     suffix = path.suffix.lower()
     meta_config = None
     if suffix == ".safetensors":
@@ -431,8 +433,8 @@ def load_tokenizer(path: str | Path, config: dict | None = None, device: str | t
         dropped = Counter(p for k in state_dict for p in TRAINING_ONLY_PREFIXES if k.startswith(p))
         state_dict = {k: v for k, v in state_dict.items() if not k.startswith(TRAINING_ONLY_PREFIXES)}
     else:
-        raise ValueError(f"{path}: unknown tokenizer checkpoint type {suffix!r}; expected .safetensors, "
-                         + ", ".join(sorted(TORCH_SUFFIXES)))
+        raise BadFileError(f"{path}: unknown tokenizer checkpoint type {suffix!r}; expected .safetensors, "
+                           + ", ".join(sorted(TORCH_SUFFIXES)))
 
     if config is not None:
         source = "given"
@@ -446,15 +448,15 @@ def load_tokenizer(path: str | Path, config: dict | None = None, device: str | t
             why = f"no tensor {e.args[0]!r}" if isinstance(e, KeyError) else str(e)
             found = sorted({k.split(".")[0] for k in state_dict})
             shown = ", ".join(found[:MAX_REPORTED]) + (", ..." if len(found) > MAX_REPORTED else "")
-            raise ValueError(f"cannot infer the AutoencoderKL config of {path} ({why}): expected an LDM/VA-VAE "
-                             f"autoencoder state dict (encoder.*, decoder.*, quant_conv.*, post_quant_conv.*), "
-                             f"found {shown or 'no tensors'}") from e
+            raise BadFileError(f"cannot infer the AutoencoderKL config of {path} ({why}): expected an LDM/VA-VAE "
+                               f"autoencoder state dict (encoder.*, decoder.*, quant_conv.*, post_quant_conv.*), "
+                               f"found {shown or 'no tensors'}") from e
 
     try:
         with torch.device("meta"):  # no init work: every tensor comes from the file
             model = AutoencoderKL(**config)
     except (TypeError, AssertionError) as e:
-        raise ValueError(f"{path}: bad tokenizer config ({source}) {config}: {e}") from e
+        raise BadFileError(f"{path}: bad tokenizer config ({source}) {config}: {e}") from e
     expected = {k: v.shape for k, v in model.state_dict().items()}
     _check_keys(expected, state_dict, path, config, source)
 

@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from mdgen.errors import MissingFileError
 from mdgen.accel import torch_threads
 from mdgen.io import atomic_path
 from mdgen.params import Bool, Float, Int, ParamsError, Spec, load_params
@@ -86,7 +87,7 @@ def read_config(path: str | Path) -> dict[str, dict[str, Any]]:
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"tokenizer training config {path} not found")
+        raise MissingFileError(f"tokenizer training config {path} not found")
     config: dict[str, dict[str, Any]] = {s: {} for s in sorted({key.split(".")[0] for key in SCHEMA})}
     for key, value in load_params(path, schema=SCHEMA).items():
         section, name = key.split(".", 1)

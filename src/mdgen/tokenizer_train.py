@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from mdgen.errors import DataError, DivergedError, MissingFileError, ParamsError
 from mdgen.images import load_images, to_tensor, to_uint8, uint8_to_float
 from mdgen.io import atomic_path, list_dataset_images, list_images
 from mdgen.latents import image_batches
@@ -46,12 +47,12 @@ def collect_files(source: str | Path | list) -> list[Path]:
     else:
         source = Path(source)
         if not source.is_dir():
-            raise FileNotFoundError(f"training images: {source} is not a folder")
+            raise MissingFileError(f"training images: {source} is not a folder")
         files = list_images(source)
         if not files:
             files = list_dataset_images(source)
     if not files:
-        raise ValueError(f"no training images in {source}")
+        raise DataError(f"no training images in {source}")
     return files
 
 
@@ -171,7 +172,7 @@ def train_tokenizer(images: str | Path | list, *, steps: int, batch_size: int, l
     grid = model.downsample_factor
     for size in (crop, final_crop or crop):
         if size % grid or size > image_size:
-            raise ValueError(f"crop {size} must be a multiple of the downsampling factor {grid} and at most "
+            raise ParamsError(f"crop {size} must be a multiple of the downsampling factor {grid} and at most "
                              f"the image size {image_size}")
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(beta1, beta2), weight_decay=weight_decay)
@@ -231,7 +232,7 @@ def train_tokenizer(images: str | Path | list, *, steps: int, batch_size: int, l
                      steps, current_lr, size, entry["loss"], entry["rec"], entry["kl"], entry["psnr"],
                      entry["images_per_s"])
             if not math.isfinite(entry["loss"]):
-                raise RuntimeError(f"tokenizer training diverged at step {step + 1} (loss {entry['loss']}); "
+                raise DivergedError(f"tokenizer training diverged at step {step + 1} (loss {entry['loss']}); "
                                    f"lower lr={lr} or keep grad_clip")
             sums = dict.fromkeys(sums, 0.0)
             n_acc, seen, t_log = 0, 0, now
@@ -282,9 +283,9 @@ def _write_state(path: Path, state: dict) -> None:
 
 def _check_schedule(steps: int, batch_size: int, final_crop: int | None, final_steps: int) -> None:
     if steps < 1 or batch_size < 1:
-        raise ValueError(f"need steps >= 1 and batch_size >= 1, got steps={steps}, batch_size={batch_size}")
+        raise ParamsError(f"need steps >= 1 and batch_size >= 1, got steps={steps}, batch_size={batch_size}")
     if not 0 <= final_steps <= steps or (final_crop is None) != (final_steps == 0):
-        raise ValueError(f"final_crop={final_crop}, final_steps={final_steps}: give both (0 < final_steps <= "
+        raise ParamsError(f"final_crop={final_crop}, final_steps={final_steps}: give both (0 < final_steps <= "
                          f"steps={steps}) or neither (final_crop null, final_steps 0)")
 
 

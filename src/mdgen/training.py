@@ -16,20 +16,23 @@ import dataclasses
 import functools
 import logging
 import os
+import random
 from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
 from lightning.fabric.utilities.rank_zero import rank_zero_only
+import numpy as np
 import torch
 from safetensors import safe_open
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from mdgen import flow
 from mdgen.accel import compiled_or_eager, lightning_precision
 from mdgen.checkpoints import init_weights_from, resume_decision, save_ema
 from mdgen.dit import LightningDiT, build_dit
-from mdgen.io import atomic_path, file_sha256
+from mdgen.errors import BadFileError, DataError, DivergedError, ParamsError
+from mdgen.io import TEMP_SUFFIX, atomic_path, file_sha256
 from mdgen.latents import load_stats, normalize, read_latents_meta
 from mdgen.schedules import lr_factor
 
@@ -125,8 +128,8 @@ def comparable(record: dict) -> dict:
 class LatentDataset(Dataset):
     """Normalised latents of one safetensors file, read item by item from the memory map.
 
-    When the file holds `latents_flip`, each item takes the flipped view with p = 0.5 (the
-    upstream augmentation), drawn from torch's global RNG, which `seed_everything` fixes.
+    An item is an index, or `(index, flipped)` from `StepBatches`: flipped items take `latents_flip`
+    (the upstream augmentation) when the file holds it and `use_flip` is on.
     """
 
     def __init__(self, path: str | Path, stats: dict[str, torch.Tensor], multiplier: float = 1.0,
@@ -136,34 +139,92 @@ class LatentDataset(Dataset):
         self.users = meta["users"]
         shapes = meta["tensors"]
         if "latents" not in shapes or "labels" not in shapes:
-            raise ValueError(f"{path}: expected tensors 'latents' and 'labels', found {sorted(shapes)}")
+            raise BadFileError(f"{path}: expected tensors 'latents' and 'labels', found {sorted(shapes)}")
         self.n = shapes["latents"][0]
         self.latent_shape = tuple(shapes["latents"][1:])
         self.has_flip = use_flip and "latents_flip" in shapes
         self.stats = {k: stats[k][0] for k in ("mean", "std")}  # [C, 1, 1]: per item, no batch dimension
         if self.stats["mean"].shape[0] != self.latent_shape[0]:
-            raise ValueError(f"latent stats have {self.stats['mean'].shape[0]} channels but {path} has latents of shape "
-                             f"{list(self.latent_shape)}")
+            raise BadFileError(f"latent stats have {self.stats['mean'].shape[0]} channels but {path} has latents of "
+                               f"shape {list(self.latent_shape)}")
         self.multiplier = multiplier
         self._file = None
         with safe_open(self.path, framework="pt") as f:
             self.labels = f.get_tensor("labels")
         bad = ((self.labels < 0) | (self.labels >= len(self.users))).nonzero().flatten()
         if len(bad):
-            raise ValueError(f"{path}: label {int(self.labels[bad[0]])} at index {int(bad[0])} is outside "
-                             f"the user table [0, {len(self.users)})")
+            raise BadFileError(f"{path}: label {int(self.labels[bad[0]])} at index {int(bad[0])} is outside "
+                               f"the user table [0, {len(self.users)})")
 
     def __len__(self) -> int:
         return self.n
 
-    def __getitem__(self, i: int):
+    def __getitem__(self, item: int | tuple[int, bool]):
+        i, flipped = item if isinstance(item, tuple) else (item, False)
         if self._file is None:  # opened lazily: each DataLoader worker gets its own handle
             self._file = safe_open(self.path, framework="pt")
-        key = "latents"
-        if self.has_flip and torch.rand(()) < 0.5:
-            key = "latents_flip"
+        key = "latents_flip" if flipped and self.has_flip else "latents"
         z = self._file.get_slice(key)[i : i + 1][0]
         return normalize(z, self.stats, self.multiplier), self.labels[i]
+
+
+class StepBatches(Sampler):
+    """The training batches of an endless run, each a pure function of (seed, step, rank): `[(index, flipped), ...]`.
+
+    Epochs are fresh permutations of the n latents (with a coin per latent for the flip), drawn from
+    numpy's generator seeded with (seed, epoch); step s of each epoch takes its slice, one batch per rank,
+    the remainder is dropped. Nothing comes from the global RNG and nothing depends on the steps before,
+    so a run resumed at `start_step` sees exactly the batches an unbroken run would, and the flow noise
+    (the global RNG, saved in `last.ckpt`) is not shifted by data loading. Under DDP each rank takes its own
+    batch of the same global slice (Lightning's distributed sampler is off: it would shuffle by epoch).
+    """
+
+    def __init__(self, n: int, batch_size: int, seed: int, start_step: int = 0):
+        self.n, self.batch_size, self.seed, self.start_step = n, batch_size, seed, start_step
+
+    def epoch(self, e: int) -> tuple[np.ndarray, np.ndarray]:
+        rng = np.random.default_rng([self.seed, e])
+        return rng.permutation(self.n), rng.random(self.n) < 0.5
+
+    def __iter__(self):
+        rank, world = ((torch.distributed.get_rank(), torch.distributed.get_world_size())
+                       if torch.distributed.is_available() and torch.distributed.is_initialized() else (0, 1))
+        per_epoch = self.n // (self.batch_size * world)
+        if per_epoch == 0:
+            raise DataError(f"train.batch_size = {self.batch_size} on {world} device(s) needs {self.batch_size * world} "
+                            f"latents per step, but the training set holds {self.n}")
+        step, cached = self.start_step, (None, None)
+        while True:
+            e, j = divmod(step, per_epoch)
+            if cached[0] != e:
+                cached = (e, self.epoch(e))
+            perm, flips = cached[1]
+            lo = (j * world + rank) * self.batch_size
+            yield [(int(i), bool(flips[i])) for i in perm[lo:lo + self.batch_size]]
+            step += 1
+
+
+def rng_states() -> dict:
+    """Every global RNG training draws from (torch CPU and CUDA, numpy, Python), as plain tensors and lists
+    that a `weights_only` load accepts."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    version, state, gauss = random.getstate()
+    return {"torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                      "has_gauss": int(has_gauss), "cached": float(cached)},
+            "python": [version, list(state), gauss]}
+
+
+def set_rng_states(states: dict) -> None:
+    """Restore what `rng_states` returned."""
+    torch.set_rng_state(states["torch"])
+    if states["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+    n = states["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
+    version, state, gauss = states["python"]
+    random.setstate((version, tuple(state), gauss))
 
 # ----------------------------------------------------------------------------- module
 
@@ -221,12 +282,15 @@ class FlowModule(L.LightningModule):
         # a host sync per check: every step on CPU, where it is free, every log_every steps on a GPU
         every = 1 if self.device.type == "cpu" else self.config.log_every
         if self.global_step % every == 0 and not torch.isfinite(loss):
-            raise FloatingPointError(f"non-finite training loss {loss.item()} at step {self.global_step}; "
+            raise DivergedError(f"non-finite training loss {loss.item()} at step {self.global_step}; "
                                      "lower train.lr or set train.grad_clip")
         self.log("train/loss", loss, prog_bar=True)
         return loss
 
-    def on_train_batch_end(self, outputs, batch, batch_idx):
+    def optimizer_step(self, *args, **kwargs):
+        super().optimizer_step(*args, **kwargs)
+        # here rather than in on_train_batch_end, which Lightning calls after the callbacks' hook: a checkpoint
+        # written there would hold the EMA of one step before its weights, and a resumed run would lag one update
         self.update_ema()
 
     def update_ema(self) -> None:
@@ -266,18 +330,22 @@ class FlowModule(L.LightningModule):
 # ----------------------------------------------------------------------------- checkpoints and logs
 
 class AtomicLastCheckpoint(L.Callback):
-    """Write `last.ckpt` every n steps and at the end, via temp file + rename.
+    """Write `last.ckpt` every n steps and at the end, via temp file + rename, with the global RNG states.
 
-    A SIGKILL mid-write then leaves the previous checkpoint intact rather than a torn file.
+    A SIGKILL mid-write then leaves the previous checkpoint intact rather than a torn file (the temp
+    name is this process's own, so two writers never share one; `exclusive_writer` removes a dead one's).
+    The RNG states saved with the weights are restored just before the first step of a resumed run, so
+    it draws the flow noise, times and label dropout that an unbroken run draws from there.
     """
 
     def __init__(self, path: str | Path, every_n_steps: int, record: dict):
         self.path = Path(path)
         self.every = every_n_steps
         self.record = record
+        self._resumed_rng: dict | None = None
 
     def _save(self, trainer: L.Trainer) -> None:
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}{TEMP_SUFFIX}")
         # every rank calls it; the strategy writes on rank 0 only. weights_only=False (optimizer, loops and
         # RNG state included, which resume needs) said outright, else Lightning logs its default each time
         trainer.save_checkpoint(tmp, weights_only=False)
@@ -286,6 +354,16 @@ class AtomicLastCheckpoint(L.Callback):
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint):
         checkpoint["mdgen"] = self.record
+        checkpoint["mdgen_rng"] = rng_states()
+
+    def on_load_checkpoint(self, trainer, pl_module, checkpoint):
+        self._resumed_rng = checkpoint.get("mdgen_rng")
+
+    def on_train_start(self, trainer, pl_module):
+        # here, not at load: after the compile probe and the data loader's start, right before the first step
+        if self._resumed_rng is not None:
+            set_rng_states(self._resumed_rng)
+            self._resumed_rng = None
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         if self.every and trainer.global_step % self.every == 0:
@@ -342,7 +420,7 @@ def train(config: TrainConfig, *, train_path: str | Path, val_path: str | Path, 
     """
     c = config
     if c.accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
-        raise ValueError(f"train.accelerator = {c.accelerator!r}, but torch {torch.__version__} sees no CUDA GPU "
+        raise ParamsError(f"train.accelerator = {c.accelerator!r}, but torch {torch.__version__} sees no CUDA GPU "
                          "(a CPU build, or no driver); use train.accelerator: auto or cpu")
     out_dir, metrics_dir = Path(out_dir), Path(metrics_dir)
     train_ds, val_ds = _datasets(c, train_path, val_path, stats_path)
@@ -362,11 +440,16 @@ def train(config: TrainConfig, *, train_path: str | Path, val_path: str | Path, 
     if c.init_from and ckpt_path is None:
         _init_from(module, c.init_from)
     if len(train_ds) < c.batch_size:
-        raise ValueError(f"train.batch_size = {c.batch_size} but {train_path} holds only {len(train_ds)} latents")
+        raise DataError(f"train.batch_size = {c.batch_size} but {train_path} holds only {len(train_ds)} latents")
+    # each loader's own generator seeds its workers: a loader started (or restarted) mid-run never draws from
+    # the global RNG that the flow noise comes from
     loader_kw = dict(num_workers=c.num_workers, persistent_workers=c.num_workers > 0,
                      pin_memory=torch.cuda.is_available())
-    train_dl = DataLoader(train_ds, batch_size=c.batch_size, shuffle=True, drop_last=True, **loader_kw)
-    val_dl = DataLoader(val_ds, batch_size=c.batch_size, shuffle=False, **loader_kw)
+    start_step = _checkpoint_step(ckpt_path) if ckpt_path else 0
+    train_dl = DataLoader(train_ds, batch_sampler=StepBatches(len(train_ds), c.batch_size, c.seed, start_step),
+                          generator=torch.Generator().manual_seed(c.seed), **loader_kw)
+    val_dl = DataLoader(val_ds, batch_size=c.batch_size, shuffle=False,
+                        generator=torch.Generator().manual_seed(c.seed), **loader_kw)
 
     out_dir.mkdir(parents=True, exist_ok=True)
     logger = _dvclive_logger(dir=str(metrics_dir), dvcyaml=False, save_dvc_exp=False, resume=ckpt_path is not None)
@@ -376,7 +459,7 @@ def train(config: TrainConfig, *, train_path: str | Path, val_path: str | Path, 
         logger=logger, callbacks=[AtomicLastCheckpoint(last, c.checkpoint_every, record), *(callbacks or [])],
         enable_checkpointing=False, val_check_interval=c.val_every, check_val_every_n_epoch=None,
         log_every_n_steps=c.log_every, enable_progress_bar=progress, enable_model_summary=False,
-        num_sanity_val_steps=0,
+        num_sanity_val_steps=0, use_distributed_sampler=False,  # StepBatches shards by rank itself
     )
     logger.trainer = trainer
     trainer.fit(module, train_dl, val_dl, ckpt_path=ckpt_path)
@@ -405,12 +488,12 @@ def _datasets(c: TrainConfig, train_path, val_path, stats_path) -> tuple[LatentD
     # checked here, before the datasets, so that the message names the stats file
     latents_shape = read_latents_meta(train_path)["tensors"].get("latents")
     if latents_shape is not None and stats["mean"].shape[1] != latents_shape[1]:
-        raise ValueError(f"latent stats have {stats['mean'].shape[1]} channels in {stats_path}, but {train_path} has "
+        raise BadFileError(f"latent stats have {stats['mean'].shape[1]} channels in {stats_path}, but {train_path} has "
                          f"latents of shape {list(latents_shape[1:])} (re-run the `stats` stage)")
     train_ds = LatentDataset(train_path, stats, c.latent_multiplier, c.use_flip)
     val_ds = LatentDataset(val_path, stats, c.latent_multiplier, use_flip=False)
     if train_ds.users != val_ds.users:
-        raise ValueError(f"users differ between {train_path} ({len(train_ds.users)}: {train_ds.users[:5]}...) and "
+        raise BadFileError(f"users differ between {train_path} ({len(train_ds.users)}: {train_ds.users[:5]}...) and "
                          f"{val_path} ({len(val_ds.users)}: {val_ds.users[:5]}...); re-run `extract`")
     return train_ds, val_ds
 
@@ -420,16 +503,20 @@ def _resume_from(c: TrainConfig, last: Path, record: dict, metrics_dir: Path) ->
     if c.resume == "never":
         return None
     if c.resume != "auto":
-        raise ValueError(f"train.resume = {c.resume!r}: expected 'auto' or 'never'")
+        raise ParamsError(f"train.resume = {c.resume!r}: expected 'auto' or 'never'")
     ok, why = resume_decision(last, record, c.max_steps, comparable)
     log.info("train.resume=auto: %s", why if ok else f"starting fresh: {why}")
     say(f"train: {why}" if ok else f"train: starting fresh ({why})")
     if not ok:
         return None
     if is_rank_zero():
-        trim_dvclive_history(metrics_dir, int(torch.load(last, map_location="cpu", weights_only=True,
-                                                         mmap=True)["global_step"]))
+        trim_dvclive_history(metrics_dir, _checkpoint_step(last))
     return str(last)
+
+
+def _checkpoint_step(path: str | Path) -> int:
+    """Optimizer steps done in a Lightning checkpoint."""
+    return int(torch.load(path, map_location="cpu", weights_only=True, mmap=True)["global_step"])
 
 
 def _init_from(module: FlowModule, path: str) -> None:

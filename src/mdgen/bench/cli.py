@@ -65,7 +65,8 @@ from mdgen.bench.common import (IMAGE_SIZE, PRECISIONS, QUICK_DIT, QUICK_IMAGE_S
                                 configure_backends, device_info, sdpa_backend)
 from mdgen.bench.report import format_table
 from mdgen.dit import LightningDiT_configs
-from mdgen.io import atomic_path
+from mdgen.errors import OutputPathError
+from mdgen.io import atomic_path, check_output_path
 
 WHATS = ("train", "sample", "tokenizer")
 
@@ -198,6 +199,11 @@ def _sections(cfg: dict, whats: tuple[str, ...]) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.out:  # before minutes of benchmarks, not after
+        try:
+            check_output_path(args.out)
+        except OutputPathError as e:
+            parser.error(f"--out: {e}")
     report = _run(args, parser)
     print(format_table(report), flush=True)
     if args.out:

@@ -24,6 +24,7 @@ from mdgen.classifier import (Recipe, SpectrogramResNet, features, load_classifi
 from mdgen.evaluation import (GAIT_KEYS, augmentation_gain, compare_gait, confusion_matrix, density_coverage,
                               fid_floor, frechet_distance, gait_measures, kernel_inception_distance,
                               memorisation_share, per_class_accuracy, precision_recall)
+from mdgen.errors import BadFileError, DataError, MissingFileError
 from mdgen.images import load_images
 from mdgen.io import list_images, list_users, write_json
 from mdgen.plots import confusion_heatmap, errorbar_panels, grouped_bars, image_grid
@@ -73,12 +74,12 @@ def load_generated(samples_dir: str | Path, users: list[str],
     files, labels = [], []
     for user in list_users(samples_dir):
         if user not in users:
-            raise ValueError(f"{samples_dir}/{user}: not a user of the real data / classifier ({', '.join(users)})")
+            raise DataError(f"{samples_dir}/{user}: not a user of the real data / classifier ({', '.join(users)})")
         for f in list_images(Path(samples_dir) / user):
             files.append(f)
             labels.append(users.index(user))
     if not files:
-        raise ValueError(f"{samples_dir} holds no generated images (run the `sample` stage)")
+        raise MissingFileError(f"{samples_dir} holds no generated images (run the `sample` stage)")
     return files, load_images(files, image_size), np.asarray(labels, dtype=np.int64)
 
 
@@ -106,7 +107,7 @@ def load_inputs(image_size: int, split_path: str | Path, classifier_path: str | 
     users = manifest["users"]
     model, meta = load_classifier(classifier_path)
     if meta["users"] != users:
-        raise ValueError(f"{classifier_path} was trained for users {meta['users']}, the split has {users} "
+        raise BadFileError(f"{classifier_path} was trained for users {meta['users']}, the split has {users} "
                          "(re-run the `classifier` stage)")
     train_files, y_train = files_and_labels(manifest, "train")
     val_files, y_val = files_and_labels(manifest, "val")

@@ -8,7 +8,7 @@ from mdgen import params
 from mdgen.accel import autocast_dtype, dtype_name
 from mdgen.generation import SpectrogramGenerator, write_samples
 from mdgen.images import load_image
-from mdgen.io import list_images, write_json
+from mdgen.io import exclusive_writer, list_images, write_json
 from mdgen.plots import image_grid
 from mdgen.sampling import SamplingOptions
 from mdgen.split import read_split
@@ -22,12 +22,14 @@ def main(params_path: str = "params.yaml", model_dir: str = "models/dit", stats_
          metrics_path: str = "metrics/sample.json") -> dict:
     p = params.read(KEYS, params_path)
     options = params.as_dataclass(SamplingOptions, p, "sample")
-    gen = SpectrogramGenerator.load(Path(model_dir) / "ema.safetensors", stats_path, p["tokenizer.checkpoint"])
+    gen = SpectrogramGenerator.load(Path(model_dir) / "ema.safetensors", stats_path, p["tokenizer.checkpoint"],
+                                    image_size=p["data.image_size"])
     manifest = read_split(split_path)
     n = p["sample.images_per_user"]
-    t0 = time.perf_counter()
-    run = write_samples(gen, out_dir, n, seed=p["seed"], options=options)
-    wall = time.perf_counter() - t0
+    with exclusive_writer(out_dir):
+        t0 = time.perf_counter()
+        run = write_samples(gen, out_dir, n, seed=p["seed"], options=options)
+        wall = time.perf_counter() - t0
     shown = p["sample.plot_per_user"]
     rows = []
     for user in gen.users:

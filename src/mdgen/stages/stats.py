@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 from safetensors.torch import load_file
 
+from mdgen.errors import ParamsError
 from mdgen import params
 from mdgen.io import write_json
 from mdgen.latents import compute_stats, load_stats, save_stats
@@ -22,7 +23,7 @@ def main(params_path: str = "params.yaml", latents_path: str = "data/latents/tra
          out: str = "data/latents/latents_stats.pt", metrics_path: str = "metrics/stats.json") -> dict:
     p = params.read(KEYS, params_path)
     if p["stats.source"] == "reference" and not p["stats.reference"]:
-        raise ValueError("stats.source = 'reference' needs stats.reference: <path to latents_stats.pt>")
+        raise ParamsError("stats.source = 'reference' needs stats.reference: <path to latents_stats.pt>")
     latents = load_file(latents_path)["latents"]
     data_stats = compute_stats(latents)
     metrics = {"source": p["stats.source"], "latents": list(latents.shape), "data": summarize(data_stats)}

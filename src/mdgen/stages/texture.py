@@ -1,16 +1,23 @@
-"""`texture` stage: the texture card of ${data.dir} against a reference card -> metrics/texture.json."""
+"""`texture` stage: the texture card of every image of data/split.json against a reference card -> metrics/texture.json.
+
+It reads the files `split` checked (train, val and dropped: the whole of ${data.dir}), so it runs after
+`split` and never meets an image that `split` did not decode.
+"""
 from __future__ import annotations
 
 from mdgen import params, texture
-from mdgen.io import list_dataset_images, write_json
+from mdgen.io import write_json
+from mdgen.split import dataset_files, read_split
 
-KEYS = ["seed", "data.dir", "texture.images", "texture.reference"]
+KEYS = ["seed", "texture.images", "texture.reference"]
 
 
-def main(params_path: str = "params.yaml", metrics_path: str = "metrics/texture.json") -> dict:
+def main(params_path: str = "params.yaml", metrics_path: str = "metrics/texture.json",
+         split_path: str = "data/split.json") -> dict:
     p = params.read(KEYS, params_path)
     reference = texture.read_reference(p["texture.reference"]) if p["texture.reference"] else None
-    card = texture.card(list_dataset_images(p["data.dir"]), p["texture.images"], seed=p["seed"])
+    manifest = read_split(split_path)
+    card = texture.card(dataset_files(manifest), p["texture.images"], seed=p["seed"])
     metrics = {**card, "reference": p["texture.reference"]}
     if reference is not None:
         z = texture.distances(card, reference)
@@ -18,5 +25,5 @@ def main(params_path: str = "params.yaml", metrics_path: str = "metrics/texture.
         metrics["max_distance"] = max(max(v) if isinstance(v, list) else v for v in z.values())
     write_json(metrics_path, metrics)
     far = "" if reference is None else f", largest distance to the reference {metrics['max_distance']:.2f} std"
-    print(f"texture: {card['images']} images of {p['data.dir']}{far} -> {metrics_path}")
+    print(f"texture: {card['images']} images of {manifest['data_dir']}{far} -> {metrics_path}")
     return metrics

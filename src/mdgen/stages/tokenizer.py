@@ -13,9 +13,10 @@ from pathlib import Path
 
 import torch
 
+from mdgen.errors import ParamsError
 from mdgen import params
 from mdgen.accel import torch_threads
-from mdgen.io import atomic_path, file_sha256, write_json
+from mdgen.io import atomic_path, exclusive_writer, file_sha256, write_json
 from mdgen.split import files_and_labels, read_split
 from mdgen.tokenizer import CONFIGS, SAVE_DTYPES, load_tokenizer, save_tokenizer
 from mdgen.tokenizer_train import train_tokenizer
@@ -34,7 +35,7 @@ def main(params_path: str = "params.yaml", split_path: str = "data/split.json", 
     manifest = read_split(split_path)
     files, _ = files_and_labels(manifest, "train")  # never the val part
     if fit["device"] == "cuda" and not torch.cuda.is_available():
-        raise ValueError("tokenizer.fit.device = 'cuda', but torch sees no CUDA device (use auto or cpu)")
+        raise ParamsError("tokenizer.fit.device = 'cuda', but torch sees no CUDA device (use auto or cpu)")
     device = torch.device("cuda" if fit["device"] != "cpu" and torch.cuda.is_available() else "cpu")
     size = p["data.image_size"]
     init = Path(fit["init"])
@@ -48,32 +49,33 @@ def main(params_path: str = "params.yaml", split_path: str = "data/split.json", 
         shaping = {"init_logvar": fit["init_logvar"], "zero_init_residual": fit["zero_init_residual"]}
 
     out = Path(out_dir)
-    with torch_threads(fit["threads"]):
-        t0 = time.perf_counter()
-        model, history = train_tokenizer(
-            files, model=model, model_config=model_config, seed=p["seed"], image_size=size, device=device,
-            state_path=out / "resume.pt", resume=fit["resume"] == "auto", **shaping,
-            **{k: fit[k] for k in RECIPE})
-        seconds = time.perf_counter() - t0
-        used_threads = torch.get_num_threads()
+    with exclusive_writer(out):  # one fit writes models/tokenizer at a time
+        with torch_threads(fit["threads"]):
+            t0 = time.perf_counter()
+            model, history = train_tokenizer(
+                files, model=model, model_config=model_config, seed=p["seed"], image_size=size, device=device,
+                state_path=out / "resume.pt", resume=fit["resume"] == "auto", **shaping,
+                **{k: fit[k] for k in RECIPE})
+            seconds = time.perf_counter() - t0
+            used_threads = torch.get_num_threads()
 
-    last = history[-1]
-    metrics = {
-        "start": fit["model"], "init": str(init) if init_sha else None, "init_sha256": init_sha,
-        "train_images": len(files), "steps": last["step"], "params_m": round(sum(x.numel() for x in model.parameters()) / 1e6, 3),
-        # PSNR of the last logged window of training crops through posterior samples: a training figure; the
-        # held-out ones are extract's val_psnr_db / val_ssim when tokenizer.checkpoint is this tokenizer
-        "train_crop_psnr_db": round(last["psnr"], 3), "train_rec_loss": last["rec"], "train_kl": last["kl"],
-        # seconds of this call: after a resume, only the steps run now
-        "seconds": round(seconds, 1), "device": device.type, "threads": used_threads if device.type == "cpu" else None,
-    }
-    history_brief = [{k: h[k] for k in ("step", "crop", "lr", "rec", "kl", "psnr")} for h in history]
-    save_tokenizer(model, out / "tokenizer.safetensors", dtype=SAVE_DTYPES[fit["save_dtype"]],
-                   metadata={"mdgen_fit": {"params": fit, "seed": p["seed"], "image_size": size, **metrics,
-                                           "torch": torch.__version__}, "mdgen_history": history_brief})
-    with atomic_path(out / "README.md") as card:
-        card.write_text(model_card(fit, metrics, history, start, data_dir=manifest["data_dir"], image_size=size))
-    write_json(metrics_path, metrics)
+        last = history[-1]
+        metrics = {
+            "start": fit["model"], "init": str(init) if init_sha else None, "init_sha256": init_sha,
+            "train_images": len(files), "steps": last["step"], "params_m": round(sum(x.numel() for x in model.parameters()) / 1e6, 3),
+            # PSNR of the last logged window of training crops through posterior samples: a training figure; the
+            # held-out ones are extract's val_psnr_db / val_ssim when tokenizer.checkpoint is this tokenizer
+            "train_crop_psnr_db": round(last["psnr"], 3), "train_rec_loss": last["rec"], "train_kl": last["kl"],
+            # seconds of this call: after a resume, only the steps run now
+            "seconds": round(seconds, 1), "device": device.type, "threads": used_threads if device.type == "cpu" else None,
+        }
+        history_brief = [{k: h[k] for k in ("step", "crop", "lr", "rec", "kl", "psnr")} for h in history]
+        save_tokenizer(model, out / "tokenizer.safetensors", dtype=SAVE_DTYPES[fit["save_dtype"]],
+                       metadata={"mdgen_fit": {"params": fit, "seed": p["seed"], "image_size": size, **metrics,
+                                               "torch": torch.__version__}, "mdgen_history": history_brief})
+        with atomic_path(out / "README.md") as card:
+            card.write_text(model_card(fit, metrics, history, start, data_dir=manifest["data_dir"], image_size=size))
+        write_json(metrics_path, metrics)
     print(f"tokenizer: {start} on {len(files)} train images of {manifest['data_dir']}, {last['step']} steps in "
           f"{seconds / 60:.1f} min on {device.type}; train-crop PSNR {last['psnr']:.2f} dB -> {out}/tokenizer.safetensors")
     return metrics

@@ -1,10 +1,11 @@
 """`train` stage: latents + stats -> models/dit/{last.ckpt, ema.safetensors}, metrics/train/ (DVCLive)."""
 from __future__ import annotations
 
+import contextlib
 import time
 
 from mdgen import params
-from mdgen.io import write_json
+from mdgen.io import exclusive_writer, remove_stale_temps, write_json
 from mdgen.training import TrainConfig, is_rank_zero, train
 
 KEYS = ["seed", "model.name", "model.class_dropout_prob", "model.use_qknorm", *params.section_keys("train")]
@@ -13,13 +14,18 @@ KEYS = ["seed", "model.name", "model.class_dropout_prob", "model.use_qknorm", *p
 def main(params_path: str = "params.yaml", latents_dir: str = "data/latents", out_dir: str = "models/dit",
          metrics_dir: str = "metrics/train") -> dict:
     config = TrainConfig.from_params(params.read(KEYS, params_path))
-    t0 = time.perf_counter()
-    metrics = train(config, train_path=f"{latents_dir}/train.safetensors", val_path=f"{latents_dir}/val.safetensors",
-                    stats_path=f"{latents_dir}/latents_stats.pt", out_dir=out_dir, metrics_dir=metrics_dir)
-    metrics["train_wall_s"] = round(time.perf_counter() - t0, 1)
-    if not is_rank_zero():  # DDP: every rank runs this stage; one writes and reports
-        return metrics
-    write_json(f"{metrics_dir}/summary.json", metrics)
-    print(f"train: {metrics['step']} steps in {metrics['train_wall_s']} s, val loss {metrics.get('val/loss', float('nan')):.4f} "
-          f"(EMA {metrics.get('val/loss_ema', float('nan')):.4f}) -> {out_dir}")
+    # one writer of models/dit (and metrics/train) at a time; under DDP the other ranks are rank zero's
+    # children, launched inside its lock, and only rank zero writes
+    with exclusive_writer(out_dir) if is_rank_zero() else contextlib.nullcontext():
+        if is_rank_zero():
+            remove_stale_temps(metrics_dir)
+        t0 = time.perf_counter()
+        metrics = train(config, train_path=f"{latents_dir}/train.safetensors", val_path=f"{latents_dir}/val.safetensors",
+                        stats_path=f"{latents_dir}/latents_stats.pt", out_dir=out_dir, metrics_dir=metrics_dir)
+        metrics["train_wall_s"] = round(time.perf_counter() - t0, 1)
+        if is_rank_zero():
+            write_json(f"{metrics_dir}/summary.json", metrics)
+            print(f"train: {metrics['step']} steps in {metrics['train_wall_s']} s, val loss "
+                  f"{metrics.get('val/loss', float('nan')):.4f} (EMA {metrics.get('val/loss_ema', float('nan')):.4f}) "
+                  f"-> {out_dir}")
     return metrics
