@@ -18,7 +18,7 @@ from mdgen.bench import sample as bench_sample
 from mdgen.bench import train as bench_train
 from mdgen.bench.flops import flops_per_sample
 from mdgen.dit import LightningDiT, build_dit
-from mdgen.sampling import sample_latents
+from mdgen.ode import sample_latents
 from mdgen.tokenizer import AutoencoderKL
 
 # the train section's TrainConfig comes from a params file: the repository's, passed explicitly
@@ -145,7 +145,7 @@ def test_peak_table():
 # ----------------------------------------------------------------------------- same numbers
 
 def _flow_module(compile: bool = False):
-    from mdgen.training import FlowModule
+    from mdgen.dit_training import FlowModule
     config = dataclasses.replace(bench_train.load_train_config(PARAMS), model_name="LightningDiT-Tiny/1",
                                  model_overrides=TINY, lr=1e-3, ema_decay=0.9, compile=compile)
     torch.manual_seed(0)

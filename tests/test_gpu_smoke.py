@@ -1,4 +1,4 @@
-"""benchmarks/gpu_smoke.sh runs on a CPU (BENCH_DRY_RUN=1), so the script a GPU user is handed works there first."""
+"""tests/gpu/smoke.sh runs on a CPU (BENCH_DRY_RUN=1), so the script a GPU user is handed works there first."""
 import os
 import subprocess
 from pathlib import Path
@@ -12,7 +12,7 @@ STEPS = ["simulate", "split", "extract", "stats", "train_fp16", "train_ddp_1proc
 
 @pytest.mark.slow
 def test_gpu_smoke_dry_run_passes_every_step(tmp_path):
-    p = subprocess.run(["bash", str(REPO / "benchmarks/gpu_smoke.sh")], capture_output=True, text=True, timeout=900,
+    p = subprocess.run(["bash", str(REPO / "tests/gpu/smoke.sh")], capture_output=True, text=True, timeout=900,
                        env={**os.environ, "BENCH_DRY_RUN": "1", "OUT": str(tmp_path), "PL_DISABLE_FORK": "1"})
     summary = (tmp_path / "summary.txt").read_text()
     assert p.returncode == 0, summary + (tmp_path / "smoke.log").read_text()[-4000:]

@@ -29,5 +29,5 @@ def test_no_module_imports_a_stage():
 def test_stages_are_the_dvc_stages_and_tools_are_not():
     modules = {p.stem for p in (SRC / "stages").glob("*.py")} - {"__init__"}
     assert {m.rsplit(".", 1)[1] for m, _ in cli.STAGES.values()} == modules
-    assert cli.COMMANDS["tokenizer-train"][0] == "mdgen.tokenizer_release"
+    assert cli.COMMANDS["tokenizer-train"][0] == "mdgen.tools.tokenizer_train"
     assert (SRC / "templates" / "tokenizer_card.md").is_file()

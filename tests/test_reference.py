@@ -85,4 +85,4 @@ def test_readme_results_table_is_the_committed_metrics():
     metrics, run = REPO / "metrics" / "evaluate.json", REPO / "data" / "reference" / "default_run.json"
     table = reference.results_table(json.loads(metrics.read_text()), json.loads(run.read_text()))
     readme = (REPO / "README.md").read_text()
-    assert f"{reference.BEGIN}\n{table}\n{reference.END}" in readme, "run `python benchmarks/readme_results.py`"
+    assert f"{reference.BEGIN}\n{table}\n{reference.END}" in readme, "run `python release/readme_results.py`"

@@ -96,7 +96,7 @@ def test_stats_mismatch_is_refused(ws, tmp_path):
 
 
 def test_decoding_with_another_tokenizer_is_an_error_naming_both(ws, tmp_path):
-    from mdgen.generation import SpectrogramGenerator
+    from mdgen.generator import SpectrogramGenerator
     root, _ = ws
     other = make_tiny_tokenizer(tmp_path / "other.safetensors", seed=1)
     ema = root / "models/dit/ema.safetensors"
@@ -139,7 +139,7 @@ def test_generate_names_a_truncated_model_file_and_what_to_do(ws, tmp_path, caps
 
 
 def test_a_tokenizer_that_does_not_fit_is_refused_even_when_allowed(ws, tmp_path, capsys):
-    from mdgen.generation import SpectrogramGenerator
+    from mdgen.generator import SpectrogramGenerator
     from mdgen.tokenizer import AutoencoderKL, save_tokenizer
     from tests.test_cli_checks import run_cli
     root, _ = ws
@@ -184,7 +184,7 @@ def test_person_names_from_a_model_file_must_be_plain_folder_names(ws, tmp_path,
 
 
 def test_a_killed_sample_run_keeps_finished_persons_and_never_looks_complete(ws, monkeypatch):
-    from mdgen.generation import SpectrogramGenerator
+    from mdgen.generator import SpectrogramGenerator
     root, params = ws
     reference = run_sample(root, params, "ref")
     real_images = SpectrogramGenerator.images
@@ -224,7 +224,7 @@ def test_a_person_half_written_at_a_sigkill_never_reaches_the_output(ws):
         import os, signal, sys
         from pathlib import Path
         sys.path.insert(0, {str(REPO)!r})
-        import mdgen.generation as generation
+        import mdgen.generator as generation
         from tests.test_sample import run_sample
         real, calls = generation.save_png, []
         def dies_mid_person(path, image):
@@ -250,7 +250,7 @@ def test_a_person_half_written_at_a_sigkill_never_reaches_the_output(ws):
 
 
 def test_a_partial_run_of_other_settings_is_not_reused(ws, monkeypatch):
-    from mdgen.generation import SpectrogramGenerator
+    from mdgen.generator import SpectrogramGenerator
     root, params = ws
     stale = root / ".samples_o.partial/ID_1"
     stale.mkdir(parents=True)

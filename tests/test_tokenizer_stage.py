@@ -100,7 +100,7 @@ def test_a_killed_fit_resumes_to_the_same_weights(ws, monkeypatch, caplog):
     assert not (ws[0] / "killed" / "tokenizer.safetensors").exists()
     assert torch.load(ws[0] / "killed" / "resume.pt", weights_only=True)["step"] == 4
     counter = CountSteps(monkeypatch)
-    with caplog.at_level(logging.INFO, logger="mdgen.tokenizer_train"):
+    with caplog.at_level(logging.INFO, logger="mdgen.vae_training"):
         fit(ws, params_file(ws), out="killed")
     assert counter.calls == 2 and "at step 4 of 6" in caplog.text
     whole, resumed = weights(ws[0] / "whole" / "tokenizer.safetensors"), weights(ws[0] / "killed" / "tokenizer.safetensors")

@@ -9,8 +9,8 @@ from safetensors.torch import load_file
 
 from mdgen.checkpoints import export_upstream, init_weights_from, load_ema, read_dit_state
 from mdgen.dit import build_dit
-from mdgen.training import FlowModule
-from tests.test_training import TINY, make_latents, run_train, tiny_config
+from mdgen.dit_training import FlowModule
+from tests.test_dit_training import TINY, make_latents, run_train, tiny_config
 
 IMAGENET = dict(TINY, num_classes=1000, in_channels=8, input_size=4)
 

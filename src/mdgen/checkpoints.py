@@ -1,6 +1,6 @@
 """Checkpoint and weight files of the DiT: what `train` writes and what sampling and export read.
 
-- `last.ckpt` (Lightning's, written by `mdgen.training`): `resume_decision` says whether a run may
+- `last.ckpt` (Lightning's, written by `mdgen.dit_training`): `resume_decision` says whether a run may
   continue it; `export_upstream` turns it into upstream LightningDiT's `{'model', 'ema'}` .pt.
 - `ema.safetensors`: the EMA weights with their model config, users and data hashes in the metadata
   (`save_ema`, `read_ema_meta`, `load_ema`), all that `sample` and `mdgen generate` need.

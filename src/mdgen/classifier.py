@@ -2,7 +2,7 @@
 
 It is the judge of the pipeline: trained on real train images only, it scores how
 recognisably generated samples show the requested person (conditional accuracy), and its
-penultimate features are the space in which `mdgen.evaluation` measures FID, KID,
+penultimate features are the space in which `mdgen.metrics` measures FID, KID,
 precision/recall and memorisation -- an identity-aware replacement for Inception features,
 which know nothing about micro-Doppler.
 

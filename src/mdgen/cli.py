@@ -28,7 +28,7 @@ STAGES = {
 # commands outside the pipeline that run like a stage, `main(params_path=...)`:
 # command -> (module, help, default of --params)
 TOOLS = {
-    "tokenizer-train": ("mdgen.tokenizer_release", "train the small default tokenizer shipped in data/pretrained/ "
+    "tokenizer-train": ("mdgen.tools.tokenizer_train", "train the small default tokenizer shipped in data/pretrained/ "
                         "(not a DVC stage; --params is its own yaml)", "data/pretrained/mdgen-vae-f16d32-sim.yaml"),
 }
 COMMANDS = {**{name: (module, help_, "params.yaml") for name, (module, help_) in STAGES.items()}, **TOOLS}
@@ -98,10 +98,10 @@ def generate(args: argparse.Namespace) -> None:
     from pathlib import Path
 
     from mdgen import params
-    from mdgen.generation import SpectrogramGenerator
+    from mdgen.generator import SpectrogramGenerator
     from mdgen.images import save_png
     from mdgen.io import check_output_path
-    from mdgen.sampling import SamplingOptions
+    from mdgen.ode import SamplingOptions
 
     # an option is checked as its params.yaml twin is (finite, in range: one declaration of each range),
     # since a NaN guidance scale samples black images without an error

@@ -4,7 +4,7 @@ Defaults live in params.yaml only; this file says what each key must be. A key t
 is not in the schema, or a value of the wrong type or range, is an error that names
 the key, the value and what was expected -- before any stage writes anything. The same
 validation serves other yaml files of the same shape with their own schema (the tokenizer's
-training config, `mdgen.tokenizer_release`), and the command-line options that stand in for a key
+training config, `mdgen.tools.tokenizer_train`), and the command-line options that stand in for a key
 (`mdgen generate --cfg-scale` for `sample.cfg_scale`): a range is declared once.
 """
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 The reference is the default run's `dvc.lock` and `metrics/` in git, plus `data/reference/default_run.json`:
 the machine it ran on and the spread of its headline figures over sampling seeds
-(`benchmarks/seed_spread.py`). A reproduction passes when
+(`release/seed_spread.py`). A reproduction passes when
 
 - every data or model output (not metrics, not figures) of a stage listed as portable (pure numpy/PIL: the same bytes on any CPU) has the hash that
   the committed `dvc.lock` records, and so has every output of the later stages when the CPU has the same
@@ -138,7 +138,7 @@ def results_table(metrics: dict, reference_run: dict) -> str:
     return "\n".join(rows)
 
 
-BEGIN, END = "<!-- results table: benchmarks/readme_results.py -->", "<!-- end of results table -->"
+BEGIN, END = "<!-- results table: release/readme_results.py -->", "<!-- end of results table -->"
 
 
 def replace_table(readme: str, table: str) -> str:

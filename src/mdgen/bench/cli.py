@@ -9,7 +9,7 @@ Weights and data are random (speed does not depend on them). Warm-up calls, comp
 are not timed; the device is synchronised around each timed round of --iters calls; figures are
 the median over --repeats rounds.
 
-- train: one optimizer step of `mdgen.training.FlowModule` around `mdgen.dit.build_dit`'s model,
+- train: one optimizer step of `mdgen.dit_training.FlowModule` around `mdgen.dit.build_dit`'s model,
   configured by --params' `TrainConfig` (lr, betas, weight decay, grad clip, EMA decay, loss; the
   model, batch, compile and precision come from the flags), as Lightning's loop runs it: flow
   loss through the (compiled) model under autocast (`FlowModule.train_loss`), backward, gradient
@@ -17,7 +17,7 @@ the median over --repeats rounds.
   samples/s = batch / step time. Model TFLOP/s = 3 x `mdgen.bench.flops.flops_per_sample` x
   samples/s (forward, plus a backward of twice the forward's matmul work); `mfu` = that /
   `peak_tflops`, the device's dense datasheet peak for the precision (None where unknown, e.g. CPU).
-- sample: `mdgen.sampling.velocity_fn` for --batch images, timed per velocity evaluation: one
+- sample: `mdgen.ode.velocity_fn` for --batch images, timed per velocity evaluation: one
   guided step (`cfg_forward_ms`, the model on 2 x batch rows) and one conditional step
   (`cond_forward_ms`). With Euler one step is one evaluation, so --steps is the NFE: images/s at
   that NFE follow from the step plan: `guided_steps` steps inside the guidance interval with both

@@ -1,4 +1,4 @@
-"""`mdgen bench --what sample`: one velocity evaluation of `mdgen.sampling.velocity_fn` (guided and
+"""`mdgen bench --what sample`: one velocity evaluation of `mdgen.ode.velocity_fn` (guided and
 conditional), the tokenizer decode, and images/s at --steps NFE from the step plan."""
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from mdgen.bench.common import (NUM_CLASSES, PRECISIONS, QUICK_TOKENIZER, device
                                 peak_for, time_calls, warm_compiled)
 from mdgen.bench.flops import flops_per_sample
 from mdgen.dit import build_dit
-from mdgen.sampling import sample_latents, shifted_grid, velocity_fn
+from mdgen.ode import sample_latents, shifted_grid, velocity_fn
 from mdgen.tokenizer import AutoencoderKL
 
 # images per tokenizer decode call in the sample section: the tokenizer benchmark's batch, and it
@@ -22,7 +22,7 @@ DECODE_CHUNK = 64
 def guided_steps(steps: int, cfg_scale: float, cfg_interval_start: float, timestep_shift: float) -> int:
     """Euler steps that run both CFG halves in mdgen's sampler: those starting at t >= cfg_interval_start.
 
-    Same float32 comparison as `mdgen.sampling.velocity_fn`, on the same grid.
+    Same float32 comparison as `mdgen.ode.velocity_fn`, on the same grid.
     """
     if cfg_scale == 1.0:
         return 0

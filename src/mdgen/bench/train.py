@@ -1,6 +1,6 @@
 """`mdgen bench --what train`: the training step `mdgen train` runs, timed.
 
-The model is `mdgen.dit.build_dit`'s, wrapped in `mdgen.training.FlowModule` with a `TrainConfig`
+The model is `mdgen.dit.build_dit`'s, wrapped in `mdgen.dit_training.FlowModule` with a `TrainConfig`
 read from params.yaml (--params) and the benchmark's flags over it. The step is the module's own
 loss, gradient clipping and EMA; only the optimizer is built here, so that fused and foreach AdamW
 can be compared, and upstream's per-tensor EMA loop lives here as the plain path it is measured against.
@@ -18,7 +18,7 @@ from mdgen.bench.common import (PRECISIONS, device_info, dit_config, dit_kwargs,
 from mdgen.bench.flops import flops_per_sample
 from mdgen.dit import LightningDiT, build_dit
 from mdgen.params import ParamsError, load_params
-from mdgen.training import FlowModule, TrainConfig
+from mdgen.dit_training import FlowModule, TrainConfig
 
 
 def load_train_config(params_path: str | Path) -> TrainConfig:

@@ -12,7 +12,7 @@ import numpy as np
 
 from mdgen import params
 from mdgen.classifier import Recipe, predict, save_classifier, set_threads, train_classifier
-from mdgen.evaluation import per_class_accuracy
+from mdgen.metrics import per_class_accuracy
 from mdgen.images import load_images
 from mdgen.io import write_json
 from mdgen.split import files_and_labels, read_split

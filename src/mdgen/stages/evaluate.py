@@ -21,7 +21,7 @@ import numpy as np
 from mdgen import params
 from mdgen.classifier import (Recipe, SpectrogramResNet, features, load_classifier, predict, set_threads,
                               train_classifier)
-from mdgen.evaluation import (GAIT_KEYS, augmentation_gain, compare_gait, confusion_matrix, density_coverage,
+from mdgen.metrics import (GAIT_KEYS, augmentation_gain, compare_gait, confusion_matrix, density_coverage,
                               fid_floor, frechet_distance, gait_measures, kernel_inception_distance,
                               memorisation_share, per_class_accuracy, precision_recall)
 from mdgen.errors import BadFileError, DataError, MissingFileError

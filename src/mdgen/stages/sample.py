@@ -6,11 +6,11 @@ from pathlib import Path
 
 from mdgen import params
 from mdgen.accel import autocast_dtype, dtype_name
-from mdgen.generation import SpectrogramGenerator, write_samples
+from mdgen.generator import SpectrogramGenerator, write_samples
 from mdgen.images import load_image
 from mdgen.io import exclusive_writer, list_images, write_json
 from mdgen.plots import image_grid
-from mdgen.sampling import SamplingOptions
+from mdgen.ode import SamplingOptions
 from mdgen.split import read_split
 
 KEYS = ["seed", "data.image_size", "tokenizer.checkpoint", "sample.images_per_user", "sample.plot_per_user",

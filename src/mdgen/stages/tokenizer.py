@@ -19,7 +19,7 @@ from mdgen.accel import torch_threads
 from mdgen.io import atomic_path, exclusive_writer, file_sha256, write_json
 from mdgen.split import files_and_labels, read_split
 from mdgen.tokenizer import CONFIGS, SAVE_DTYPES, load_tokenizer, save_tokenizer
-from mdgen.tokenizer_train import train_tokenizer
+from mdgen.vae_training import train_tokenizer
 
 KEYS = ["seed", "data.image_size", *params.section_keys("tokenizer.fit")]
 CARD_TEMPLATE = Path(__file__).resolve().parent.parent / "templates" / "fitted_tokenizer_card.md"

@@ -6,7 +6,7 @@ import time
 
 from mdgen import params
 from mdgen.io import exclusive_writer, remove_stale_temps, write_json
-from mdgen.training import TrainConfig, is_rank_zero, train
+from mdgen.dit_training import TrainConfig, is_rank_zero, train
 
 KEYS = ["seed", "model.name", "model.class_dropout_prob", "model.use_qknorm", *params.section_keys("train")]
 

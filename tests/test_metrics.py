@@ -5,7 +5,7 @@ import pytest
 import scipy.linalg
 from PIL import Image
 
-from mdgen.evaluation import (augmentation_gain, compare_gait, confusion_matrix, density_coverage, fewshot_indices,
+from mdgen.metrics import (augmentation_gain, compare_gait, confusion_matrix, density_coverage, fewshot_indices,
                               frechet_distance, gait_measures, kernel_inception_distance,
                               memorisation_share, per_class_accuracy, precision_recall)
 from mdgen.io import write_json
@@ -36,7 +36,7 @@ def test_fid_zero_on_itself_and_floor_below_noise():
 
 
 def test_floor_averages_disjoint_subsets():
-    from mdgen.evaluation import fid_floor
+    from mdgen.metrics import fid_floor
 
     train, val = gauss(300, d=8, seed=0), gauss(100, d=8, seed=1)
     one, zero_std = fid_floor(train, val, 100, seed=0, subsets=1)

@@ -1,7 +1,7 @@
 """Does fitting the tokenizer to a user's radar pay? The `tokenizer` stage on spectrograms of a radar the shipped
 tokenizer never saw, against the shipped tokenizer on the same held-out images.
 
-    python benchmarks/tokenizer_fit.py [--steps 1500 4500] [--work DIR] [--out fit.json]
+    python experiments/tokenizer_fit.py [--steps 1500 4500] [--work DIR] [--out fit.json]
 
 The stand-in for a user's own radar (OTHER_RADAR): a 24 GHz K-band sensor instead of 77 GHz (a 3.2x coarser
 Doppler resolution for the same frame), an 80 ms Doppler frame (nfft 1024), and a 60 dB colour range over a 66 dB

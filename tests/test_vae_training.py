@@ -1,4 +1,4 @@
-"""mdgen.tokenizer_train and `mdgen tokenizer-train` (mdgen.tokenizer_release); the shipped default checkpoint."""
+"""mdgen.vae_training and `mdgen tokenizer-train` (mdgen.tools.tokenizer_train); the shipped default checkpoint."""
 from __future__ import annotations
 
 import functools
@@ -12,13 +12,13 @@ import yaml
 from PIL import Image
 from safetensors import safe_open
 
-from mdgen import tokenizer_release as release
+from mdgen.tools import tokenizer_train as release
 from mdgen.images import load_image, to_tensor, to_uint8
 from mdgen.params import ParamsError, load_params
 from mdgen.quality import psnr
 from mdgen.simulate import simulate_dataset
 from mdgen.tokenizer import AutoencoderKL, load_tokenizer
-from mdgen.tokenizer_train import evaluate_tokenizer, linear_codec_psnr, train_tokenizer
+from mdgen.vae_training import evaluate_tokenizer, linear_codec_psnr, train_tokenizer
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = REPO / "data" / "pretrained" / "mdgen-vae-f16d32-sim.safetensors"

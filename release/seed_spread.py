@@ -3,8 +3,8 @@
 print per seed and on average the headline figures: conditional accuracy / real val, TSTR / TRTR and
 FID / floor.
 
-    python benchmarks/seed_spread.py [--seeds 4] [--out seeds.json]    # after `dvc repro`, in the repo root
-    python benchmarks/seed_spread.py --reference data/reference/default_run.json   # when updating the reference
+    python release/seed_spread.py [--seeds 4] [--out seeds.json]    # after `dvc repro`, in the repo root
+    python release/seed_spread.py --reference data/reference/default_run.json   # when updating the reference
 
 Seed 0 reuses the pipeline's own metrics/evaluate.json when it is there (the same samples). --reference
 writes what CI's reproduction check needs: this machine, the std of each headline figure over the seeds,

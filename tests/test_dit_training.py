@@ -17,7 +17,7 @@ import yaml
 from mdgen import params
 from mdgen.checkpoints import load_ema
 from mdgen.latents import compute_stats, save_latents, save_stats
-from mdgen.training import TrainConfig, train
+from mdgen.dit_training import TrainConfig, train
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -124,7 +124,7 @@ KILL_SCRIPT = textwrap.dedent("""
     import os, signal, sys, torch, lightning as L
     from pathlib import Path
     sys.path.insert(0, sys.argv[2])
-    from tests.test_training import run_train
+    from tests.test_dit_training import run_train
     torch.set_num_threads(1)
     class Kill(L.Callback):  # a SIGKILL right after step 7: the last checkpoint is step 4's
         def on_train_batch_end(self, trainer, *args):
@@ -165,7 +165,7 @@ def test_an_extended_run_ends_where_an_unbroken_one_does(tmp_path, one_torch_thr
 
 
 def test_step_batches_are_a_function_of_seed_and_step():
-    from mdgen.training import StepBatches
+    from mdgen.dit_training import StepBatches
     whole = list(itertools.islice(iter(StepBatches(10, 3, seed=5)), 9))  # 3 steps an epoch, 1 latent dropped
     assert whole[3:] == list(itertools.islice(iter(StepBatches(10, 3, seed=5, start_step=3)), 6))
     for e in range(3):  # each epoch a permutation: no latent twice
@@ -212,7 +212,7 @@ DDP_SCRIPT = textwrap.dedent("""
     import sys, torch, lightning as L
     from pathlib import Path
     sys.path.insert(0, sys.argv[2])
-    from tests.test_training import run_train
+    from tests.test_dit_training import run_train
     class Checksum(L.Callback):
         def on_train_end(self, trainer, module):
             w = torch.cat([p.detach().flatten() for p in module.model.parameters()])
@@ -240,7 +240,7 @@ def test_sigkill_mid_run_then_resume_finishes(tmp_path):
     root = make_latents(tmp_path)
     code = textwrap.dedent(f"""
         from pathlib import Path
-        from tests.test_training import run_train
+        from tests.test_dit_training import run_train
         run_train(Path({str(root)!r}), max_steps=400, checkpoint_every=5, val_every=1000)
     """)
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=Path(__file__).parents[1],

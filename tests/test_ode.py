@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from mdgen.dit import LightningDiT
-from mdgen.sampling import integrate, sample_latents, shifted_grid, velocity_fn
+from mdgen.ode import integrate, sample_latents, shifted_grid, velocity_fn
 from tests.conftest import load_upstream_dit
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -143,7 +143,7 @@ def test_sampling_options_from_params_and_nfe():
     from dataclasses import asdict, replace
 
     from mdgen import params
-    from mdgen.sampling import SamplingOptions
+    from mdgen.ode import SamplingOptions
 
     p = params.load_params()
     options = params.as_dataclass(SamplingOptions, p, "sample")

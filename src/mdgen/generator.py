@@ -24,7 +24,7 @@ from mdgen.errors import BadFileError, MissingFileError, ParamsError
 from mdgen.images import save_png, to_uint8
 from mdgen.io import atomic_path, check_output_path, file_sha256, remove_stale_temps, write_json
 from mdgen.latents import denormalize, load_stats
-from mdgen.sampling import SamplingOptions, sample_latents
+from mdgen.ode import SamplingOptions, sample_latents
 from mdgen.tokenizer import load_tokenizer
 
 

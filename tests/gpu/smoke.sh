@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # GPU smoke test: the tiny pipeline end to end on CUDA, every precision path a GPU user takes, in a few minutes.
 #
-#   OUT=/some/dir bash benchmarks/gpu_smoke.sh       # on a CUDA machine, from anywhere
-#   BENCH_DRY_RUN=1 bash benchmarks/gpu_smoke.sh     # the same steps on a CPU (tests/test_gpu_smoke.py runs this)
+#   OUT=/some/dir bash tests/gpu/smoke.sh       # on a CUDA machine, from anywhere
+#   BENCH_DRY_RUN=1 bash tests/gpu/smoke.sh     # the same steps on a CPU (tests/test_gpu_smoke.py runs this)
 #
 # In a scratch folder with a tiny params.yaml (2 persons x 8 simulated images at 64 px, the shipped
 # tokenizer, LightningDiT-Tiny/1): simulate, split, extract (auto precision), stats, train in bf16-mixed,

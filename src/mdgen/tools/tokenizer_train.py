@@ -27,7 +27,7 @@ from mdgen.io import atomic_path
 from mdgen.params import Bool, Float, Int, ParamsError, Spec, load_params
 from mdgen.simulate import RadarConfig, simulate_dataset
 from mdgen.tokenizer import SAVE_DTYPES, save_tokenizer
-from mdgen.tokenizer_train import collect_files, evaluate_tokenizer, linear_codec_psnr, train_tokenizer
+from mdgen.vae_training import collect_files, evaluate_tokenizer, linear_codec_psnr, train_tokenizer
 
 DEFAULT_CONFIG = "data/pretrained/mdgen-vae-f16d32-sim.yaml"
 CARD_TEMPLATE = "templates/tokenizer_card.md"  # in the mdgen package

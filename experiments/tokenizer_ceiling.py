@@ -3,10 +3,10 @@ posterior mean, judged like generated samples. Prints PSNR/SSIM, the judge's acc
 against real val, and their FID in the judge's features against the real-vs-real floor (train vs val, drawn
 at the same count, as `evaluate` does).
 
-    python benchmarks/tokenizer_ceiling.py [--tokenizer PATH] [--out ceiling.json]   # after `dvc repro`
+    python experiments/tokenizer_ceiling.py [--tokenizer PATH] [--out ceiling.json]   # after `dvc repro`
 
 Reads params.yaml (tokenizer.checkpoint, data.image_size, seed), data/split.json and the judge
-models/classifier.safetensors. `benchmarks/tokenizer_fit.py` calls `ceiling` for several tokenizers.
+models/classifier.safetensors. `experiments/tokenizer_fit.py` calls `ceiling` for several tokenizers.
 """
 import argparse
 import json
@@ -16,7 +16,7 @@ import numpy as np
 import yaml
 
 from mdgen.classifier import features, load_classifier, predict
-from mdgen.evaluation import fid_floor, frechet_distance
+from mdgen.metrics import fid_floor, frechet_distance
 from mdgen.images import load_images
 from mdgen.latents import reconstruct
 from mdgen.quality import psnr, ssim

@@ -1,7 +1,7 @@
 """Write the README's results table from the committed reference (metrics/evaluate.json and
 data/reference/default_run.json), so that the table cannot drift from the files.
 
-    python benchmarks/readme_results.py          # rewrites the table between its markers in README.md
+    python release/readme_results.py          # rewrites the table between its markers in README.md
 """
 from pathlib import Path
 

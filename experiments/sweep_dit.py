@@ -5,10 +5,10 @@ and models/classifier.safetensors). Trains one DiT per call (or takes a trained 
 samples `--per-user` images per person for each sampling setting and prints the judge's conditional
 accuracy and FID against real val, with the real train-vs-val floor drawn as `evaluate` draws it:
 
-    python benchmarks/sweep_dit.py lr2e3 '{"train": {"lr": 0.002, "max_steps": 2400}, "samples": [{"cfg_scale": 1.5}]}'
-    python benchmarks/sweep_dit.py old '{"ema": "models/dit/ema.safetensors", "samples": [{}, {"cfg_scale": 3}]}'
+    python experiments/sweep_dit.py lr2e3 '{"train": {"lr": 0.002, "max_steps": 2400}, "samples": [{"cfg_scale": 1.5}]}'
+    python experiments/sweep_dit.py old '{"ema": "models/dit/ema.safetensors", "samples": [{}, {"cfg_scale": 3}]}'
 
-"train" overrides fields of `mdgen.training.TrainConfig` (defaults: from params.yaml, as the stage);
+"train" overrides fields of `mdgen.dit_training.TrainConfig` (defaults: from params.yaml, as the stage);
 each sample setting overrides those of `SpectrogramGenerator.images`. THREADS sets torch's threads
 (two sweeps side by side on a 2-core machine: THREADS=1 each). Outputs go to sweeps/<tag>/.
 """
@@ -25,12 +25,12 @@ from PIL import Image
 
 from mdgen import params
 from mdgen.classifier import features, load_classifier, predict
-from mdgen.evaluation import fid_floor, frechet_distance
-from mdgen.generation import SpectrogramGenerator
+from mdgen.metrics import fid_floor, frechet_distance
+from mdgen.generator import SpectrogramGenerator
 from mdgen.images import load_images
-from mdgen.sampling import SamplingOptions
+from mdgen.ode import SamplingOptions
 from mdgen.split import files_and_labels, read_split
-from mdgen.training import TrainConfig, train
+from mdgen.dit_training import TrainConfig, train
 
 
 def main() -> None:
