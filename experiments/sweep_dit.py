@@ -28,9 +28,8 @@ from mdgen.classifier import features, load_classifier, predict
 from mdgen.metrics import fid_floor, frechet_distance
 from mdgen.generator import SpectrogramGenerator
 from mdgen.images import load_images
-from mdgen.ode import SamplingOptions
 from mdgen.split import files_and_labels, read_split
-from mdgen.dit_training import TrainConfig, train
+from mdgen.dit_training import train
 
 
 def main() -> None:
@@ -42,18 +41,18 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(int(os.environ.get("THREADS", torch.get_num_threads())))
     spec = json.loads(args.spec)
-    p = params.load_params(args.params)
+    p = params.load(args.params)
     out = f"sweeps/{args.tag}"
     if "train" in spec:
         # resume: a sweep continued to more steps reuses its own last.ckpt
-        config = dataclasses.replace(TrainConfig.from_params(p), resume="auto", **spec["train"])
+        config = dataclasses.replace(p.train, resume="auto", **spec["train"])
         t0 = time.perf_counter()
-        m = train(config, train_path="data/latents/train.safetensors", val_path="data/latents/val.safetensors",
+        m = train(p.model, config, p.seed, train_path="data/latents/train.safetensors", val_path="data/latents/val.safetensors",
                   stats_path="data/latents/latents_stats.pt", out_dir=f"{out}/dit", metrics_dir=f"{out}/metrics",
                   progress=False)
         print(args.tag, "train", json.dumps({**m, "wall_s": round(time.perf_counter() - t0, 1)}), flush=True)
     gen = SpectrogramGenerator.load(spec.get("ema", f"{out}/dit/ema.safetensors"), "data/latents/latents_stats.pt",
-                                    p["tokenizer.checkpoint"], device="cpu")
+                                    p.tokenizer.checkpoint, device="cpu")
     manifest = read_split("data/split.json")
     val_files, _ = files_and_labels(manifest, "val")
     train_files, _ = files_and_labels(manifest, "train")
@@ -61,12 +60,12 @@ def main() -> None:
     size = judge.config.image_size
     f_val, f_train = features(judge, load_images(val_files, size)), features(judge, load_images(train_files, size))
     for setting in spec.get("samples", [{}]):
-        kw = {**dataclasses.asdict(params.as_dataclass(SamplingOptions, p, "sample")), **setting}
+        config = dataclasses.replace(p.sample, **setting)
         t0 = time.perf_counter()
         with tempfile.TemporaryDirectory() as tmp:
             files, labels = [], []
             for label, user in enumerate(gen.users):
-                imgs, _ = gen.images(user, args.per_user, **{"seed": p["seed"], **kw})
+                imgs, _ = gen.images(user, args.per_user, config, p.seed)
                 for k, im in enumerate(imgs):  # through PNG files, as `evaluate` reads the samples
                     files.append(f"{tmp}/{user}_{k}.png")
                     Image.fromarray(im).save(files[-1])
@@ -75,7 +74,7 @@ def main() -> None:
         f_gen = features(judge, images)
         acc = float((predict(judge, images).argmax(1) == np.asarray(labels)).mean())
         fid = frechet_distance(f_gen, f_val)
-        floor, _ = fid_floor(f_train, f_val, len(f_gen), p["seed"], subsets=p["evaluate"]["floor_subsets"])  # as `evaluate`
+        floor, _ = fid_floor(f_train, f_val, len(f_gen), p.seed, subsets=p.evaluate.floor_subsets)  # as `evaluate`
         print(f"{args.tag} sample {json.dumps(setting)}: accuracy {acc:.3f}, FID {fid:.2f} "
               f"(floor {floor:.2f}, {fid / floor:.1f}x), {time.perf_counter() - t0:.0f} s", flush=True)
 

@@ -9,16 +9,18 @@ Reads params.yaml (tokenizer.checkpoint, data.image_size, seed), data/split.json
 models/classifier.safetensors. `experiments/tokenizer_fit.py` calls `ceiling` for several tokenizers.
 """
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 
 import numpy as np
 import yaml
 
+from mdgen import params
 from mdgen.classifier import features, load_classifier, predict
-from mdgen.metrics import fid_floor, frechet_distance
 from mdgen.images import load_images
 from mdgen.latents import reconstruct
+from mdgen.metrics import fid_floor, frechet_distance
 from mdgen.quality import psnr, ssim
 from mdgen.split import files_and_labels, read_split
 from mdgen.tokenizer import load_tokenizer
@@ -30,8 +32,8 @@ def ceiling(tokenizer: str | Path, split_path: str | Path, judge_path: str | Pat
     judge, _ = load_classifier(judge_path)
     train_files, _ = files_and_labels(manifest, "train")
     val_files, y_val = files_and_labels(manifest, "val")
-    originals, recons, _ = reconstruct(load_tokenizer(tokenizer), val_files, image_size=image_size, batch_size=16,
-                                       precision="fp32")
+    extract = dataclasses.replace(params.load().extract, batch_size=16, precision="fp32")
+    originals, recons, _ = reconstruct(load_tokenizer(tokenizer), val_files, extract, image_size=image_size)
     y_val = y_val.numpy()
     f_train, f_val, f_rec = (features(judge, x) for x in (load_images(train_files, image_size), originals, recons))
     acc_val = float(np.mean(predict(judge, originals).argmax(1) == y_val))

@@ -45,6 +45,12 @@ TINY_PARAMS = {
 }
 
 
+def split_config(val_fraction: float, mode: str = "blocks", block_size: int = 6, gap: int = 1):
+    """A `split` section for tests that split a folder by hand (params.yaml's values but val_fraction)."""
+    from mdgen.params import SplitConfig
+    return SplitConfig(val_fraction=val_fraction, mode=mode, block_size=block_size, gap=gap)
+
+
 def _merge(tree: dict, overrides: dict) -> dict:
     for k, v in overrides.items():
         if isinstance(v, dict):

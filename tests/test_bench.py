@@ -103,16 +103,17 @@ def test_train_section_needs_the_params_file(tmp_path):
 def test_train_config_is_params_yaml_with_the_flags_over_it():
     parser = bench_cli.build_parser()
     cfg = bench_cli.resolve(parser.parse_args(["--quick", "--batch", "3", "--seed", "7"]), torch.device("cpu"), parser)
-    base = bench_train.load_train_config(PARAMS)
-    config = bench_train.bench_config(base, cfg)
-    assert (config.model_name, config.batch_size, config.seed, config.compile, config.precision) == (
-        common.QUICK_MODEL, 3, 7, False, "32-true")
+    base_model, base = bench_train.load_train_config(PARAMS)
+    model_config, config = bench_train.bench_config(base_model, base, cfg)
+    assert (model_config.name, config.batch_size, config.compile, config.precision) == (
+        common.QUICK_MODEL, 3, False, "32-true")
     # the training settings are params.yaml's
-    unchanged = ("lr", "weight_decay", "beta2", "grad_clip", "ema_decay", "t_sampling", "cos_weight",
-                 "class_dropout_prob", "use_qknorm")
+    unchanged = ("lr", "weight_decay", "beta2", "grad_clip", "ema_decay", "t_sampling", "cos_weight")
     assert all(getattr(config, k) == getattr(base, k) for k in unchanged)
-    model = bench_train.build_model(config)
-    assert model.config["class_dropout_prob"] == base.class_dropout_prob
+    assert (model_config.class_dropout_prob, model_config.use_qknorm) == (base_model.class_dropout_prob,
+                                                                          base_model.use_qknorm)
+    model = bench_train.build_model(model_config)
+    assert model.config["class_dropout_prob"] == base_model.class_dropout_prob
     assert {k: model.config[k] for k in common.QUICK_DIT} == common.QUICK_DIT
     assert model.config["num_classes"] == common.NUM_CLASSES
 
@@ -146,10 +147,11 @@ def test_peak_table():
 
 def _flow_module(compile: bool = False):
     from mdgen.dit_training import FlowModule
-    config = dataclasses.replace(bench_train.load_train_config(PARAMS), model_name="LightningDiT-Tiny/1",
-                                 model_overrides=TINY, lr=1e-3, ema_decay=0.9, compile=compile)
+    model, config = bench_train.load_train_config(PARAMS)
+    model = dataclasses.replace(model, name="LightningDiT-Tiny/1", overrides=TINY)
+    config = dataclasses.replace(config, lr=1e-3, ema_decay=0.9, compile=compile)
     torch.manual_seed(0)
-    return FlowModule(bench_train.build_model(config), config).train()
+    return FlowModule(bench_train.build_model(model), config, seed=0).train()
 
 
 def _run_steps(module, opt, n=3, **kw):
@@ -220,11 +222,14 @@ def test_skip_uncond_gives_the_full_cfg_samples_with_fewer_guided_steps():
     model.register_forward_hook(lambda m, args, out: rows.append(args[0].shape[0]))
     labels = torch.tensor([1, 4, 7])
     noise = torch.randn(3, 32, 8, 8, generator=torch.Generator().manual_seed(2))
-    kw = dict(steps=6, cfg_scale=3.0, cfg_interval_start=0.3, noise=noise)
-    skip = sample_latents(model, labels, skip_uncond=True, **kw)
+    cfg = bench_cli.resolve(bench_cli.build_parser().parse_args(["--quick", "--steps", "6", "--cfg-scale", "3",
+                                                                 "--cfg-interval-start", "0.3"]),
+                            torch.device("cpu"), bench_cli.build_parser())
+    config = bench_sample.sample_config(cfg)
+    skip = sample_latents(model, labels, config, noise=noise, skip_uncond=True)
     guided_skip = rows.count(6)
     rows.clear()
-    full = sample_latents(model, labels, skip_uncond=False, **kw)
+    full = sample_latents(model, labels, config, noise=noise, skip_uncond=False)
     torch.testing.assert_close(skip, full, rtol=1e-5, atol=1e-5)
     assert rows == [6] * 6  # both halves at every step
     assert 0 < guided_skip == bench_sample.guided_steps(6, 3.0, 0.3, 0.3) < 6

@@ -1,15 +1,19 @@
-from dataclasses import asdict
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from mdgen.classifier import (Recipe, accuracy, features, load_classifier, predict, prepare, save_classifier,
-                              set_threads, time_shift, train_classifier)
+from mdgen import params
+from mdgen.classifier import (accuracy, features, load_classifier, predict, prepare, save_classifier, set_threads,
+                              time_shift, train_classifier)
 from mdgen.images import load_images
+from tests.conftest import REPO
 
-TINY = dict(steps=40, batch_size=16, lr=3e-3, weight_decay=1e-4, image_size=16, width=4, augment=True)
+# params.yaml's classifier section, shrunk
+TINY = replace(params.load(REPO / "params.yaml").classifier, steps=40, batch_size=16, lr=3e-3, weight_decay=1e-4,
+               image_size=16, width=4, augment=True)
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models: one thread beats two (conftest)
@@ -36,18 +40,18 @@ def toy():
 
 def test_learns_a_separable_toy_set(toy):
     (x, y), (xt, yt) = toy
-    model = train_classifier(x, y, 3, seed=0, **TINY)
+    model = train_classifier(x, y, 3, TINY, seed=0)
     assert accuracy(model, xt, yt) > 0.9
     probs = predict(model, xt)
     assert probs.shape == (len(xt), 3) and np.allclose(probs.sum(1), 1, atol=1e-5)
-    assert features(model, xt).shape == (len(xt), 8 * TINY["width"])
+    assert features(model, xt).shape == (len(xt), 8 * TINY.width)
 
 
 def test_training_is_deterministic_for_a_seed(toy):
     (x, y), (xt, _) = toy
-    kw = {**TINY, "steps": 8}
-    a, b = train_classifier(x, y, 3, seed=5, **kw), train_classifier(x, y, 3, seed=5, **kw)
-    c = train_classifier(x, y, 3, seed=6, **kw)
+    config = replace(TINY, steps=8)
+    a, b = train_classifier(x, y, 3, config, seed=5), train_classifier(x, y, 3, config, seed=5)
+    c = train_classifier(x, y, 3, config, seed=6)
     for k, v in a.state_dict().items():
         assert torch.equal(v, b.state_dict()[k]), k
     assert np.array_equal(features(a, xt), features(b, xt))
@@ -56,7 +60,7 @@ def test_training_is_deterministic_for_a_seed(toy):
 
 def test_save_load_roundtrip(tmp_path, toy):
     (x, y), (xt, _) = toy
-    model = train_classifier(x, y, 3, seed=0, **{**TINY, "steps": 4})
+    model = train_classifier(x, y, 3, replace(TINY, steps=4), seed=0)
     save_classifier(model, tmp_path / "c.safetensors", users=["ID_1", "ID_2", "ID_3"])
     loaded, meta = load_classifier(tmp_path / "c.safetensors")
     assert meta["users"] == ["ID_1", "ID_2", "ID_3"]
@@ -89,19 +93,12 @@ def test_time_shift_moves_only_along_time():
 def test_bad_inputs_name_the_problem(toy):
     (x, y), _ = toy
     with pytest.raises(ValueError, match="labels span 0..2, outside 0..1"):
-        train_classifier(x, y, 2, seed=0, **TINY)
+        train_classifier(x, y, 2, TINY, seed=0)
     with pytest.raises(ValueError, match="images and .* labels"):
-        train_classifier(x, y[:-1], 3, seed=0, **TINY)
+        train_classifier(x, y[:-1], 3, TINY, seed=0)
 
 
-def test_recipe_and_threads_from_params():
-    from mdgen import params
-
-    p = params.load_params()
-    recipe = params.as_dataclass(Recipe, p, "classifier")
-    assert asdict(recipe) == {k: p[f"classifier.{k}"] for k in
-                              ("image_size", "width", "batch_size", "lr", "weight_decay", "augment")}
-    assert params.keys_for(Recipe, "classifier")[0] == "classifier.image_size"
+def test_threads_zero_keeps_torchs_setting():
     n = torch.get_num_threads()
     set_threads(0)  # 0 keeps torch's setting
     assert torch.get_num_threads() == n

@@ -12,12 +12,13 @@ def run_cli(capsys, *argv: str) -> tuple[int, str]:
 
 
 @pytest.mark.parametrize("option,value,expect", [
-    ("--cfg-scale", "nan", "--cfg-scale = nan: expected a number in [0.0, inf]"),  # sampled all-black images
-    ("--cfg-scale", "-5", "--cfg-scale = -5.0: expected a number in [0.0, inf]"),
-    ("--cfg-scale", "inf", "--cfg-scale = inf: expected a number in [0.0, inf]"),
+    ("--cfg-scale", "nan", "--cfg-scale = nan: expected a number in [0.0, inf)"),  # sampled all-black images
+    ("--cfg-scale", "-5", "--cfg-scale = -5.0: expected a number in [0.0, inf)"),
+    ("--cfg-scale", "inf", "--cfg-scale = inf: expected a number in [0.0, inf)"),
     ("--steps", "0", "--steps = 0: expected an integer in [1, 10000]"),
-    ("--seed", "-1", "--seed = -1: expected an integer in [0, inf]"),
-    ("--n", "0", "--n = 0: expected an integer in [1, inf]"),
+    ("--seed", "-1", "--seed = -1: expected an integer in [0, 4294967295]"),
+    ("--seed", "4294967296", "--seed = 4294967296: expected an integer in [0, 4294967295]"),  # numpy: 32 bits
+    ("--n", "0", "--n = 0: expected an integer in [1, inf)"),
 ])
 def test_generate_options_are_checked_like_their_params_twins(tmp_path, capsys, option, value, expect):
     rc, err = run_cli(capsys, "generate", "--user", "ID_1", "--params", str(tmp_path / "none.yaml"),

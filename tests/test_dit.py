@@ -80,7 +80,7 @@ def test_cfg_all_channels_is_standard_guidance():
     expected = uncond + 4.0 * (cond - uncond)
     assert max_diff(out[:2], expected) <= TOL and torch.equal(out[:2], out[2:])
     with pytest.raises(AssertionError, match="guidance_channels"):
-        model.forward_with_cfg(x, t, y, 4.0, guidance_channels="first4")
+        model.forward_with_cfg(x, t, y, 4.0, 0.0, "first4")
 
 
 @pytest.mark.parametrize("name,fixture,n_params", [

@@ -17,7 +17,8 @@ import yaml
 from mdgen import params
 from mdgen.checkpoints import load_ema
 from mdgen.latents import compute_stats, save_latents, save_stats
-from mdgen.dit_training import TrainConfig, train
+from mdgen.dit_training import train
+from mdgen.params import ModelConfig, TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -39,32 +40,37 @@ def make_latents(root: Path, users=USERS, n_train=24, n_val=6, shape=(8, 4, 4), 
     return root
 
 
-def tiny_config(**kw) -> TrainConfig:
-    """params.yaml's training config, shrunk: a tiny DiT, 12 constant-lr steps, eager, on the CPU."""
-    base = TrainConfig.from_params(params.load_params(REPO / "params.yaml"))
-    tiny = dict(model_name="LightningDiT-Tiny/1", model_overrides=TINY, max_steps=12, batch_size=6, lr=1e-3,
-                warmup_steps=0, lr_schedule="constant", grad_clip=None, checkpoint_every=4, val_every=6,
-                accelerator="cpu", compile=False, deterministic=True)
-    return dataclasses.replace(base, **{**tiny, **kw})
+MODEL_FIELDS = {"name", "class_dropout_prob", "use_qknorm", "overrides"}
 
 
-def run_train(root: Path, train_path=None, val_path=None, callbacks=None, **kw):
-    return train(tiny_config(**kw), train_path=train_path or root / "train.safetensors",
+def tiny_config(**kw) -> tuple[ModelConfig, TrainConfig]:
+    """params.yaml's model and train sections, shrunk: a tiny DiT, 12 constant-lr steps, eager, on the CPU;
+    `kw` may name fields of either."""
+    p = params.load(REPO / "params.yaml")
+    tiny = dict(max_steps=12, batch_size=6, lr=1e-3, warmup_steps=0, lr_schedule="constant", grad_clip=None,
+                checkpoint_every=4, val_every=6, accelerator="cpu", compile=False, deterministic=True)
+    model = dataclasses.replace(p.model, name="LightningDiT-Tiny/1", overrides=TINY,
+                                **{k: v for k, v in kw.items() if k in MODEL_FIELDS})
+    config = dataclasses.replace(p.train, **{**tiny, **{k: v for k, v in kw.items() if k not in MODEL_FIELDS}})
+    return model, config
+
+
+def run_train(root: Path, train_path=None, val_path=None, callbacks=None, seed=0, **kw):
+    return train(*tiny_config(**kw), seed, train_path=train_path or root / "train.safetensors",
                  val_path=val_path or root / "val.safetensors", stats_path=root / "latents_stats.pt",
                  out_dir=root / "dit", metrics_dir=root / "metrics", progress=False, callbacks=callbacks)
 
 
-def test_train_config_is_params_yaml_train_section():
-    # every train.* key is a field of the same name, and every field without a default comes from params.yaml
-    required = {f.name for f in dataclasses.fields(TrainConfig) if f.default is dataclasses.MISSING
-                and f.default_factory is dataclasses.MISSING}
-    train_keys = {k.split(".", 1)[1] for k in params.section_keys("train")}
-    assert required == train_keys | {"model_name", "class_dropout_prob", "use_qknorm", "seed"}
+def test_train_and_model_sections_are_params_yaml_s():
+    # every train.* and model.* key is a field of the same name; the fields with a default are not keys
     flat = params.load_params(REPO / "params.yaml")
-    config = TrainConfig.from_params(flat)
-    assert config.lr == flat["train.lr"] and config.model_name == flat["model.name"] and config.seed == flat["seed"]
-    with pytest.raises(TypeError, match="unexpected keyword argument 'lr_decay'"):
-        TrainConfig.from_params({**flat, "train.lr_decay": 0.1})
+    for section, cls in (("train", TrainConfig), ("model", ModelConfig)):
+        keyed = {f.name for f in dataclasses.fields(cls) if "spec" in f.metadata}
+        assert keyed == {k.split(".", 1)[1] for k in flat if k.startswith(section + ".")}
+        assert all(f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
+                   for f in dataclasses.fields(cls) if "spec" not in f.metadata)
+    p = params.read(["seed", "model", "train"], REPO / "params.yaml")
+    assert p["train"].lr == flat["train.lr"] and p["model"].name == flat["model.name"] and p["seed"] == flat["seed"]
 
 
 def test_resume_ignores_run_only_settings(tmp_path, capsys):
@@ -73,7 +79,7 @@ def test_resume_ignores_run_only_settings(tmp_path, capsys):
     m = run_train(root, max_steps=6, checkpoint_every=3, val_every=3, log_every=1)  # constant lr: may grow
     assert "resuming from" in capsys.readouterr().out and m["step"] == 6
     ckpt = torch.load(root / "dit/last.ckpt", map_location="cpu", weights_only=True)
-    assert ckpt["mdgen"]["config"]["max_steps"] == 6 and ckpt["mdgen"]["users"] == USERS
+    assert ckpt["mdgen"]["train"]["max_steps"] == 6 and ckpt["mdgen"]["users"] == USERS
 
 
 def steps_logged(root: Path) -> list[int]:
@@ -180,7 +186,7 @@ def test_changed_config_starts_fresh_and_says_why(tmp_path, capsys):
     run_train(root, max_steps=4)
     run_train(root, max_steps=4, lr=5e-4)
     out = capsys.readouterr().out
-    assert "starting fresh" in out and "differs in: lr" in out
+    assert "starting fresh" in out and "differs in: train.lr" in out
 
 
 def test_users_mismatch_and_bad_labels(tmp_path):

@@ -150,3 +150,21 @@ def test_every_stage_lists_exactly_its_code():
         problems += [f"stage {stage!r} lists {d}, which {entry} never imports or reads" for d in sorted(deps)
                      if (d == f"src/{PKG}" or d.startswith(f"src/{PKG}/")) and d not in need]
     assert not problems, "dvc.yaml code deps out of date:\n  " + "\n  ".join(problems)
+
+
+def test_every_stage_reads_exactly_the_params_dvc_yaml_lists():
+    # a stage reads its KEYS (`mdgen.params.read`: a section comes whole, a key alone), and DVC reruns it
+    # when one of them changes only if dvc.yaml lists the same: no more (spurious reruns), no fewer (stale outputs)
+    import importlib
+
+    stages = {name: spec for path in ("dvc.yaml", "tokenizer/dvc.yaml")
+              for name, spec in yaml.safe_load((REPO / path).read_text())["stages"].items()}
+    problems = []
+    for stage, spec in stages.items():
+        command = str(spec.get("cmd", "")).split()
+        if command[:1] != [PKG]:
+            continue
+        keys = importlib.import_module(STAGES[command[1]][0]).KEYS
+        if sorted(keys) != sorted(spec.get("params", [])):
+            problems.append(f"stage {stage!r}: reads {keys}, dvc.yaml lists {spec.get('params', [])}")
+    assert not problems, "\n  ".join(problems)

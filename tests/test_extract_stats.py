@@ -11,13 +11,13 @@ from mdgen.images import load_images
 from mdgen.latents import compute_stats, image_batches, load_stats
 from mdgen.split import make_split
 from mdgen.stages import extract, stats
-from tests.conftest import make_image_folder, make_tiny_tokenizer, write_params
+from tests.conftest import make_image_folder, make_tiny_tokenizer, split_config, write_params
 
 
 @pytest.fixture
 def workspace(tmp_path):
     data = make_image_folder(tmp_path / "data", users=2, per_user=4)
-    (tmp_path / "split.json").write_text(json.dumps(make_split(data, 0.25, seed=0, mode="random")))
+    (tmp_path / "split.json").write_text(json.dumps(make_split(data, split_config(0.25, mode="random"), 0)))
     ckpt = make_tiny_tokenizer(tmp_path / "tok.safetensors")
     return tmp_path, ckpt
 
@@ -117,7 +117,7 @@ def test_missing_split_and_bad_tokenizer_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="run the `split` stage"):
         extract.main(str(params), split_path=str(tmp_path / "split.json"), out_dir=str(tmp_path / "l"))
     data = make_image_folder(tmp_path / "data", users=2, per_user=2)
-    (tmp_path / "split.json").write_text(json.dumps(make_split(data, 0.5, seed=0)))
+    (tmp_path / "split.json").write_text(json.dumps(make_split(data, split_config(0.5), 0)))
     with pytest.raises((FileNotFoundError, ValueError), match="nope.safetensors"):
         extract.main(str(params), split_path=str(tmp_path / "split.json"), out_dir=str(tmp_path / "l"))
     assert not (tmp_path / "l").exists()

@@ -154,3 +154,38 @@ def test_user_errors_are_one_line_and_bugs_keep_their_traceback(tmp_path, monkey
     with pytest.raises(RuntimeError, match="a tensor shape bug"):
         cli.main(["split"])
     assert os.listdir(tmp_path) == []
+
+
+def test_corrupt_files_of_every_stage_are_one_line_naming_them(tmp_path):
+    # the files a stage reads that an earlier one wrote, cut off or garbled: each is a BadFileError naming the
+    # file and how to get it back, never a SafetensorError/JSONDecodeError/KeyError traceback
+    from mdgen.classifier import load_classifier
+    from mdgen.errors import BadFileError
+    from mdgen.io import load_torch_file
+    from mdgen.latents import load_stats, read_latents_meta
+    from mdgen.split import read_split
+
+    cut = tmp_path / "cut.safetensors"
+    cut.write_bytes(b"\x40\x00\x00\x00\x00\x00\x00\x00{\"latents\": {\"dtype\"")
+    for read, what in ((read_latents_meta, "latents file"), (load_classifier, "classifier")):
+        with pytest.raises(BadFileError, match=rf"cannot read {what} {cut}: truncated or corrupt .*`dvc checkout`"):
+            read(cut)
+    junk = tmp_path / "junk.pt"
+    junk.write_text("not a checkpoint at all\n")
+    for read in (lambda p: load_torch_file(p, "tokenizer checkpoint"), load_stats):
+        with pytest.raises(BadFileError, match=f"{junk}: truncated or corrupt"):
+            read(junk)
+    split = tmp_path / "split.json"
+    split.write_text('{"users": ["ID_1"], "tra')
+    with pytest.raises(BadFileError, match=f"{split}: cannot read"):
+        read_split(split)
+
+
+def test_a_missing_init_from_stops_train_before_any_work(tmp_path):
+    from mdgen.errors import MissingFileError
+    from tests.test_dit_training import make_latents, run_train
+
+    root = make_latents(tmp_path)
+    with pytest.raises(MissingFileError, match=r"train.init_from = .*nothere.pt: no such file"):
+        run_train(root, init_from=str(tmp_path / "nothere.pt"))
+    assert not (root / "dit").exists()

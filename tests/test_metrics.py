@@ -9,11 +9,11 @@ from mdgen.metrics import (augmentation_gain, compare_gait, confusion_matrix, de
                               frechet_distance, gait_measures, kernel_inception_distance,
                               memorisation_share, per_class_accuracy, precision_recall)
 from mdgen.io import write_json
-from mdgen.kinematics import jet_to_level, measure_gait
-from mdgen.simulate import (JET_LUT, image_time_axis, image_velocity_axis, sample_users, simulate_spectrogram,
-                            spectrogram_to_rgb)
+from mdgen.kinematics import measure_gait
+from mdgen.simulate import image_time_axis, image_velocity_axis, sample_users, simulate_spectrogram, spectrogram_to_rgb
+from mdgen.spectrogram import JET_LUT, jet_to_level
 from mdgen.split import make_split
-from tests.conftest import write_params
+from tests.conftest import split_config, write_params
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models: one thread beats two (conftest)
@@ -118,8 +118,11 @@ def test_augmentation_gain_reports_each_seed():
     (x, y), (xv, yv), (xg, yg) = toy_set(6, 0), toy_set(4, 1), toy_set(4, 2)
     # width 8, not 4: torch 2.13's oneDNN corrupts the heap in single-threaded convolution backward with
     # 4 channels on AVX2-only CPUs (free(): invalid pointer); 8 and 16 (the default) run clean there
-    recipe = dict(steps=3, batch_size=8, lr=1e-3, weight_decay=0.0, image_size=16, width=8, augment=False)
-    r = augmentation_gain(x, y, xv, yv, xg, yg, 3, fewshot_per_user=2, seeds=[0, 1, 2], recipe=recipe)
+    from dataclasses import replace
+
+    from tests.test_classifier import TINY
+    recipe = replace(TINY, steps=3, batch_size=8, lr=1e-3, weight_decay=0.0, image_size=16, width=8, augment=False)
+    r = augmentation_gain(x, y, xv, yv, xg, yg, 3, fewshot_per_user=2, seeds=[0, 1, 2], classifier=recipe)
     assert len(r["real_only"]) == len(r["real_plus_generated"]) == 3
     gains = np.array(r["real_plus_generated"]) - np.array(r["real_only"])
     assert r["gain_mean"] == pytest.approx(gains.mean()) and r["gain_std"] == pytest.approx(gains.std())
@@ -127,7 +130,7 @@ def test_augmentation_gain_reports_each_seed():
     # t(0.975, 2 dof) = 4.303
     half = 4.303 * gains.std(ddof=1) / np.sqrt(3)
     assert lo == pytest.approx(gains.mean() - half, abs=1e-3) and hi == pytest.approx(gains.mean() + half, abs=1e-3)
-    one = augmentation_gain(x, y, xv, yv, xg, yg, 3, fewshot_per_user=2, seeds=[0], recipe=recipe)
+    one = augmentation_gain(x, y, xv, yv, xg, yg, 3, fewshot_per_user=2, seeds=[0], classifier=recipe)
     assert one["gain_ci95"] is None
 
 
@@ -160,22 +163,6 @@ def test_compare_gait_per_user_and_mae():
     assert r["mae"]["envelope_mps_mae_generated_vs_real"] == pytest.approx(0.0)
     assert r["mae"]["cycle_s_mae_truth_vs_real"] == pytest.approx(0.0)
     assert "envelope_mps_mae_truth_vs_real" not in r["mae"]
-
-
-def test_image_axes_from_users_json_match_the_simulator(tmp_path):
-    from mdgen.simulate import RadarConfig, image_axes
-
-    radar = RadarConfig()
-    vel = image_velocity_axis(radar)
-    (tmp_path / "users.json").write_text(json.dumps({"image_axes": {
-        "velocity_mps": {"top": float(vel[0]), "bottom": float(vel[-1]), "rows": len(vel)},
-        "time_s": {"first": 0.0, "last": radar.duration_s, "columns": 256}}}))
-    v, t, _, source = image_axes(tmp_path, 256, 256)
-    assert source == "users.json"
-    assert np.allclose(v, vel) and np.allclose(t, image_time_axis(radar))
-    v, t, _, _ = image_axes(tmp_path, 64, 32)
-    assert np.allclose(v, image_velocity_axis(radar, 64)) and len(t) == 32
-    assert image_axes(tmp_path / "elsewhere", 256, 256)[3].startswith("assumed")
 
 
 # --------------------------------------------------------------------------------------
@@ -217,7 +204,7 @@ def test_classifier_and_evaluate_stages_write_all_metrics(tmp_path):
 
     data = _user_folders(tmp_path / "data", users=2, per_user=8, seed=0, with_truth=True)
     samples = _user_folders(tmp_path / "samples", users=2, per_user=3, seed=1)
-    write_json(tmp_path / "split.json", make_split(data, 0.25, seed=0, mode="random"))
+    write_json(tmp_path / "split.json", make_split(data, split_config(0.25, mode="random"), 0))
     params = write_params(tmp_path / "params.yaml", {**TINY_PARAMS, "data": {"dir": str(data), "image_size": 32}})
 
     cm = classifier_stage.main(params_path=params, split_path=tmp_path / "split.json",
@@ -252,7 +239,7 @@ def test_classifier_and_evaluate_stages_write_all_metrics(tmp_path):
 
 
 def test_evaluate_rejects_samples_of_unknown_users(tmp_path):
-    from mdgen.stages.evaluate import load_generated
+    from mdgen.scorecard import load_generated
 
     samples = _user_folders(tmp_path / "samples", users=3, per_user=1, seed=0)
     with pytest.raises(ValueError, match="ID_3: not a user"):

@@ -50,7 +50,7 @@ def test_validator_takes_another_schema(tmp_path):
     f.write_text("a: {n: 2, x: null}\nb: {flag: true}\n")
     assert params.load_params(f, schema=schema) == {"a.n": 2, "a.x": None, "b.flag": True}
     f.write_text("a: {n: 0, x: 1}\nb: {flag: true}\n")
-    with pytest.raises(ParamsError, match=r"other.yaml: a.n = 0: expected an integer in \[1, inf\]"):
+    with pytest.raises(ParamsError, match=r"other.yaml: a.n = 0: expected an integer in \[1, inf\)"):
         params.load_params(f, schema=schema)
     f.write_text("a: {n: 1, x: 1}\nb: 3\n")
     with pytest.raises(ParamsError, match=r"other.yaml: b = 3: expected a mapping of its keys \(b.flag\)"):
@@ -103,5 +103,17 @@ def test_validating_params_does_not_import_torch():
 
 def test_an_option_is_named_in_place_of_its_twin_key():
     assert params.validate("sample.cfg_scale", 1.5, option="--cfg-scale") == 1.5
-    with pytest.raises(ParamsError, match=r"^--cfg-scale = nan: expected a number in \[0.0, inf\]$"):
+    with pytest.raises(ParamsError, match=r"^--cfg-scale = nan: expected a number in \[0.0, inf\)$"):
         params.validate("sample.cfg_scale", float("nan"), option="--cfg-scale")
+
+
+def test_every_key_has_its_meaning_and_mdgen_params_prints_them(capsys):
+    from mdgen import cli
+    meanings = params.meanings()
+    assert set(meanings) == set(params.SCHEMA) and all(len(m) > 5 for m in meanings.values())
+    assert cli.main(["params", "--params", str(REPO / "params.yaml")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == len(params.SCHEMA) and lines[0].startswith("seed = 0 ")
+    assert cli.main(["params", "sample.cfg_scale", "--params", str(REPO / "params.yaml")]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("sample.cfg_scale = ") and "guidance" in out and out.count("\n") == 1

@@ -11,7 +11,7 @@ from PIL import Image
 
 from mdgen.split import make_split
 from mdgen.stages import extract, sample, stats, train
-from tests.conftest import REPO, make_image_folder, make_tiny_tokenizer, write_params
+from tests.conftest import REPO, make_image_folder, make_tiny_tokenizer, split_config, write_params
 
 TINY_MODEL = {"name": "LightningDiT-Tiny/1"}
 
@@ -21,7 +21,7 @@ def ws(tmp_path_factory):
     """images -> split -> tiny tokenizer -> extract -> stats -> 6 training steps, all in one folder."""
     root = tmp_path_factory.mktemp("ws")
     data = make_image_folder(root / "data", users=2, per_user=4)
-    (root / "data/split.json").write_text(json.dumps(make_split(data, 0.25, seed=0, mode="random")))
+    (root / "data/split.json").write_text(json.dumps(make_split(data, split_config(0.25, mode="random"), 0)))
     ckpt = make_tiny_tokenizer(root / "tok.safetensors")
     params = write_params(root / "params.yaml", {
         "data": {"dir": str(data), "image_size": 64}, "tokenizer": {"checkpoint": str(ckpt)},
@@ -190,11 +190,11 @@ def test_a_killed_sample_run_keeps_finished_persons_and_never_looks_complete(ws,
     real_images = SpectrogramGenerator.images
     calls = []
 
-    def dies_at_the_second_person(self, user, n, **kw):
+    def dies_at_the_second_person(self, user, n, config, seed):
         calls.append(user)
         if len(calls) == 2:
             raise KeyboardInterrupt  # what a kill does to the loop: the first person is on disk, the second not
-        return real_images(self, user, n, **kw)
+        return real_images(self, user, n, config, seed)
 
     monkeypatch.setattr(SpectrogramGenerator, "images", dies_at_the_second_person)
     with pytest.raises(KeyboardInterrupt):
@@ -204,8 +204,8 @@ def test_a_killed_sample_run_keeps_finished_persons_and_never_looks_complete(ws,
     assert sorted(p.name for p in partial.iterdir() if p.is_dir()) == ["ID_1"]
 
     calls.clear()
-    monkeypatch.setattr(SpectrogramGenerator, "images", lambda self, user, n, **kw: (calls.append(user),
-                                                                                   real_images(self, user, n, **kw))[1])
+    monkeypatch.setattr(SpectrogramGenerator, "images", lambda self, user, n, *a: (calls.append(user),
+                                                                                 real_images(self, user, n, *a))[1])
     m = run_sample(root, params, "k")
     assert calls == ["ID_2"] and m["kept_from_interrupted_run"] == 3 and not partial.exists()
     for user in ("ID_1", "ID_2"):  # the same images as an uninterrupted run
@@ -257,7 +257,7 @@ def test_a_partial_run_of_other_settings_is_not_reused(ws, monkeypatch):
     (stale.parent / "fingerprint.json").write_text('{"seed": 12345}')
     calls = []
     real_images = SpectrogramGenerator.images
-    monkeypatch.setattr(SpectrogramGenerator, "images", lambda self, user, n, **kw: (calls.append(user),
-                                                                                   real_images(self, user, n, **kw))[1])
+    monkeypatch.setattr(SpectrogramGenerator, "images", lambda self, user, n, *a: (calls.append(user),
+                                                                                 real_images(self, user, n, *a))[1])
     m = run_sample(root, params, "o")
     assert calls == ["ID_1", "ID_2"] and m["kept_from_interrupted_run"] == 0

@@ -11,14 +11,13 @@ import pytest
 import torch
 from PIL import Image
 
-from mdgen.kinematics import (
-    db_to_level, gait_cycle, jet_to_level, limb_envelope, measure_gait, noise_level, torso_velocity,
-)
+from mdgen.kinematics import gait_cycle, limb_envelope, measure_gait, noise_level, torso_velocity
 from mdgen.simulate import (
-    JET_LUT, SEGMENT_FRACTIONS, RadarConfig, Spectrogram, gait_timing, image_time_axis, image_velocity_axis,
+    SEGMENT_FRACTIONS, RadarConfig, Spectrogram, gait_timing, image_time_axis, image_velocity_axis,
     joint_curve, periodic_pchip, png_bytes, sample_users, simulate_dataset, simulate_spectrogram,
     spectrogram_to_rgb,
 )
+from mdgen.spectrogram import JET_LUT, db_to_level, jet_to_level
 
 RADAR = RadarConfig()
 

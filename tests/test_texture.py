@@ -16,6 +16,7 @@ from mdgen.io import list_dataset_images, write_json
 from mdgen.simulate import png_bytes, sample_users, simulate_spectrogram, spectrogram_to_rgb, RadarConfig
 from mdgen.split import dataset_files, make_split
 from mdgen.stages import texture as stage
+from tests.conftest import split_config
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "realism" / "texture_card.py"
 REPO = Path(__file__).resolve().parents[1]
@@ -56,7 +57,7 @@ def test_flat_navy_image_has_the_floor_figures(tmp_path):
 def test_stage_writes_figures_and_distances(images, tmp_path):
     ref = REPO / "data" / "reference" / "real_texture.json"
     (tmp_path / "params.yaml").write_text((REPO / "params.yaml").read_text())
-    write_json(tmp_path / "split.json", make_split(images, 0.34, seed=0))
+    write_json(tmp_path / "split.json", make_split(images, split_config(0.34), 0))
     m = stage.main(str(tmp_path / "params.yaml"), str(tmp_path / "texture.json"), str(tmp_path / "split.json"))
     written = json.loads((tmp_path / "texture.json").read_text())
     assert written["images"] == 6 and set(texture.FIGURES) <= set(written)
@@ -75,7 +76,7 @@ def test_bad_reference_is_named(tmp_path):
 def test_stage_reads_every_file_of_the_split_manifest(images, tmp_path):
     """All of train, val and dropped, in the folder's order, and nothing `split` did not check: an image added
     (or broken) since then is not read. In dvc.yaml the stage depends on data/split.json, so DVC runs it after split."""
-    manifest = make_split(images, 0.34, seed=0, mode="blocks", block_size=1, gap=1)
+    manifest = make_split(images, split_config(0.34, mode="blocks", block_size=1, gap=1), 0)
     assert manifest["counts"]["dropped"] > 0
     assert dataset_files(manifest) == list_dataset_images(images)
     write_json(tmp_path / "split.json", manifest)

@@ -11,7 +11,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from mdgen import tokenizer_train
+from mdgen import vae_training
 from mdgen.images import load_images
 from mdgen.io import file_sha256
 from mdgen.split import files_and_labels, make_split
@@ -19,7 +19,7 @@ from mdgen.stages import extract
 from mdgen.stages import tokenizer as stage
 from mdgen.params import SCHEMA
 from mdgen.tokenizer import CONFIGS, SAVE_DTYPES, AutoencoderKL, load_tokenizer
-from tests.conftest import make_image_folder, make_tiny_tokenizer, write_params
+from tests.conftest import make_image_folder, make_tiny_tokenizer, split_config, write_params
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -31,7 +31,7 @@ FIT = {"steps": 6, "batch_size": 2, "crop": 32, "final_crop": 64, "final_steps":
 @pytest.fixture
 def ws(tmp_path):
     data = make_image_folder(tmp_path / "data", users=2, per_user=6)
-    (tmp_path / "split.json").write_text(json.dumps(make_split(data, 0.34, seed=0, mode="random")))
+    (tmp_path / "split.json").write_text(json.dumps(make_split(data, split_config(0.34, mode="random"), 0)))
     return tmp_path, data, make_tiny_tokenizer(tmp_path / "tiny.safetensors")
 
 
@@ -52,11 +52,11 @@ def weights(path) -> dict[str, torch.Tensor]:
 
 
 class CountSteps:
-    """Wraps tokenizer_train.reconstruction_loss: counts the steps trained, and can kill the run at one."""
+    """Wraps vae_training.reconstruction_loss: counts the steps trained, and can kill the run at one."""
 
     def __init__(self, monkeypatch, kill_at: int | None = None):
-        self.calls, self.kill_at, self.inner = 0, kill_at, tokenizer_train.reconstruction_loss
-        monkeypatch.setattr(tokenizer_train, "reconstruction_loss", self)
+        self.calls, self.kill_at, self.inner = 0, kill_at, vae_training.reconstruction_loss
+        monkeypatch.setattr(vae_training, "reconstruction_loss", self)
 
     def __call__(self, *args, **kwargs):
         self.calls += 1

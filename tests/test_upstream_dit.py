@@ -121,16 +121,19 @@ def test_export_refuses_a_file_that_is_not_a_training_checkpoint(tmp_path):
     assert not (tmp_path / "out.pt").exists()
 
 
-def tiny_module() -> FlowModule:
-    return FlowModule(build_dit("LightningDiT-Tiny/1", **dict(IMAGENET, num_classes=3)), tiny_config(batch_size=2))
+def tiny_module(backend) -> FlowModule:
+    """FlowModule around a tiny DiT, its training forward compiled with `backend`."""
+    module = FlowModule(build_dit("LightningDiT-Tiny/1", **dict(IMAGENET, num_classes=3)),
+                        tiny_config(batch_size=2)[1], seed=0)
+    module.forward_fn, module.compiled = torch.compile(module.model.forward, backend=backend), True
+    return module
 
 
 def test_compile_failure_falls_back_to_eager(tmp_path, capsys):
     def broken_backend(gm, example_inputs):
         raise RuntimeError("no compiler here")
 
-    module = tiny_module()
-    module.model._compiled_call_impl = torch.compile(module.model._call_impl, backend=broken_backend)
+    module = tiny_module(broken_backend)
     before = torch.random.get_rng_state()
     assert module.compiled
     module.on_fit_start()
@@ -142,20 +145,17 @@ def test_compile_failure_falls_back_to_eager(tmp_path, capsys):
 
 
 def test_compile_that_works_stays_compiled():
-    module = tiny_module()
-    module.model._compiled_call_impl = torch.compile(module.model._call_impl, backend="eager")
+    module = tiny_module("eager")
     module.on_fit_start()
     assert module.compiled
 
 
 def test_train_with_a_failing_compiler_finishes_eager(tmp_path, capsys, monkeypatch):
-    from mdgen.dit import LightningDiT
-
     def broken_backend(gm, example_inputs):
         raise RuntimeError("no compiler here")
 
-    monkeypatch.setattr(LightningDiT, "compile", lambda self: setattr(
-        self, "_compiled_call_impl", torch.compile(self._call_impl, backend=broken_backend)))
+    compile_ = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: compile_(fn, backend=broken_backend))
     root = make_latents(tmp_path)
     m = run_train(root, max_steps=2, compile=True)
     assert m["step"] == 2 and "running eager instead" in capsys.readouterr().out

@@ -1,6 +1,7 @@
 """mdgen.vae_training and `mdgen tokenizer-train` (mdgen.tools.tokenizer_train); the shipped default checkpoint."""
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 from pathlib import Path
@@ -14,7 +15,7 @@ from safetensors import safe_open
 
 from mdgen.tools import tokenizer_train as release
 from mdgen.images import load_image, to_tensor, to_uint8
-from mdgen.params import ParamsError, load_params
+from mdgen.params import ParamsError, TokenizerRecipe, load_params
 from mdgen.quality import psnr
 from mdgen.simulate import simulate_dataset
 from mdgen.tokenizer import AutoencoderKL, load_tokenizer
@@ -47,10 +48,16 @@ def tiny_images(tmp_path_factory) -> list[Path]:
     return files
 
 
+def tiny_recipe(**overrides) -> TokenizerRecipe:
+    recipe = dict(steps=40, batch_size=4, crop=16, final_crop=None, final_steps=0, lr=2e-3, min_lr_ratio=0.0,
+                  warmup_steps=5, weight_decay=0.0, beta1=0.9, beta2=0.99, kl_weight=1e-6, l1_weight=1.0,
+                  l2_weight=0.0, grad_clip=1.0, init_logvar=None, zero_init_residual=False)
+    return TokenizerRecipe(**{**recipe, **overrides})
+
+
 def tiny_train(files, steps=40, seed=0, **overrides):
-    kwargs = dict(model_config=TINY, steps=steps, batch_size=4, lr=2e-3, kl_weight=1e-6, crop=16, seed=seed,
-                  warmup_steps=5, image_size=32, log_every=10, progress=False)
-    return train_tokenizer(files, **{**kwargs, **overrides})
+    return train_tokenizer(files, tiny_recipe(steps=steps, **overrides), seed, model_config=TINY, image_size=32,
+                           log_every=10, progress=False)
 
 
 def test_loss_falls(tiny_images):
@@ -116,8 +123,8 @@ def write_config(path: Path, **overrides) -> Path:
 
 def test_config_validation(tmp_path):
     config = release.read_config(SHIPPED_CONFIG)
-    assert config["model"]["z_channels"] == 32 and len(config["model"]["ch_mult"]) == 5
-    assert config["data"]["train_seed"] != 0 and config["data"]["heldout_seed"] not in (0, config["data"]["train_seed"])
+    assert config.model.z_channels == 32 and len(config.model.ch_mult) == 5
+    assert config.data.train_seed != 0 and config.data.heldout_seed not in (0, config.data.train_seed)
     with pytest.raises(ParamsError, match="unknown key 'train.learning_rate'"):
         release.read_config(write_config(tmp_path / "a.yaml", **{"train.learning_rate": 1e-3}))
     with pytest.raises(ParamsError, match="missing keys train.kl_weight"):
@@ -147,13 +154,13 @@ def test_config_is_checked_by_the_params_validator(tmp_path):
     with pytest.raises(ParamsError, match=r"unknown key 'model.ch'"):  # params.yaml's schema does not know it
         load_params(SHIPPED_CONFIG)
     optional = write_config(tmp_path / "optional.yaml", **{"train.grad_clip": None, "train.init_logvar": None})
-    assert release.read_config(optional)["train"]["grad_clip"] is None
+    assert release.read_config(optional).train.grad_clip is None
 
 
 def test_model_card_template(monkeypatch):
     """The card rendered from templates/tokenizer_card.md, against the text of the f-string it replaced."""
     monkeypatch.setattr(torch, "__version__", "TORCH")
-    config = release.read_config(SHIPPED_CONFIG)
+    config = dataclasses.asdict(release.read_config(SHIPPED_CONFIG))
     metrics = {"psnr": 16.123456, "psnr_min": 14.5, "ssim": 0.51234, "psnr_sample": 15.9, "ssim_sample": 0.49,
                "channel_std_min": 0.1234, "channel_std_mean": 0.3, "channel_std_max": 0.9, "dead_channels": [3, 7],
                "posterior_std_mean": 0.05, "channel_mean_abs_max": 0.777, "images": 64,

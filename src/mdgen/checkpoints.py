@@ -18,6 +18,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 
+from mdgen import resume
 from mdgen.dit import LightningDiT
 from mdgen.errors import BadFileError, MissingFileError, OutputPathError, ParamsError
 from mdgen.io import RESTORE_HINT, atomic_path, check_folder_name, check_output_path, load_torch_file, save_safetensors
@@ -26,12 +27,12 @@ from mdgen.io import RESTORE_HINT, atomic_path, check_folder_name, check_output_
 # ----------------------------------------------------------------------------- resume
 
 def resume_decision(ckpt_path: str | Path, record: dict, max_steps: int,
-                    comparable: Callable[[dict], dict]) -> tuple[bool, str]:
-    """(resume?, why) for `train.resume: auto`: resume only a run whose record matches.
+                    fingerprint: Callable[[dict], dict]) -> tuple[bool, str]:
+    """(resume?, why) for `train.resume: auto`: resume only a run whose record matches (`mdgen.resume`).
 
-    `record` is what this run would store under `last.ckpt`'s "mdgen" key; `comparable` maps a
-    record to the part that must be equal for the run to continue (the rest, such as how often it
-    saves, may change between a run and its resume).
+    `record` is what this run would store under `last.ckpt`'s "mdgen" key; `fingerprint` maps a record
+    to the part that must be equal for the run to continue (the rest, such as how often it saves, may
+    change between a run and its resume).
     """
     ckpt_path = Path(ckpt_path)
     if not ckpt_path.is_file():
@@ -40,14 +41,14 @@ def resume_decision(ckpt_path: str | Path, record: dict, max_steps: int,
         ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as e:  # noqa: BLE001 -- a torn or foreign file must not stop a fresh run
         return False, f"{ckpt_path} is unreadable ({type(e).__name__}: {e})"
-    saved = ckpt.get("mdgen")
-    if not isinstance(saved, dict) or not isinstance(saved.get("config"), dict):
-        return False, f"{ckpt_path} holds no mdgen run record (written by another tool or mdgen version)"
-    old, new = comparable(saved), comparable(record)
-    if old != new:
-        missing = object()
-        diff = sorted(k for k in set(old) | set(new) if old.get(k, missing) != new.get(k, missing))
-        return False, f"{ckpt_path} was trained with a different configuration (differs in: {', '.join(diff)})"
+    saved = ckpt.get("mdgen") if isinstance(ckpt, dict) else None
+    try:
+        saved = fingerprint(saved) if isinstance(saved, dict) else "none"
+    except KeyError:  # the record of an older mdgen: it cannot be compared
+        saved = "none"
+    ok, why = resume.decide(saved, fingerprint(record), str(ckpt_path))
+    if not ok:
+        return ok, why
     step = int(ckpt.get("global_step", 0))
     if step > max_steps:
         return False, f"{ckpt_path} is at step {step}, beyond max_steps {max_steps}"
@@ -191,7 +192,7 @@ def export_upstream(ckpt_path: str | Path, out_path: str | Path) -> dict:
     check_output_path(out_path)
     if Path(out_path).resolve() == Path(ckpt_path).resolve():
         raise OutputPathError(f"{out_path} is the training checkpoint being exported; writing there would replace it "
-                              "(choose another output file, e.g. models/dit/upstream.pt)")
+                              "(choose another output file, e.g. models/upstream.pt)")
     ckpt = load_torch_file(ckpt_path, "training checkpoint")
     sd = ckpt.get("state_dict") if isinstance(ckpt, dict) else None
     if not isinstance(sd, dict):

@@ -11,8 +11,7 @@ widths w, 2w, 4w, 8w (stride 2 from the second stage on), global average pooling
 head. The stem is one 3x3 stride-2 convolution without max-pooling: ResNet's 7x7/2 + pool
 divides by 4 at once, too coarse for 64-96 px inputs where one row is already ~0.1 m/s.
 
-    model = train_classifier(images, labels, 8, steps=400, batch_size=32, lr=2e-3,
-                             weight_decay=5e-4, image_size=64, width=16, seed=0, augment=True)
+    model = train_classifier(images, labels, 8, params.load().classifier, seed=0)  # the `classifier` section
     probs = predict(model, images)            # [N, classes]
     feats = features(model, images)           # [N, 8 * width]
     save_classifier(model, "models/classifier.safetensors", users=["ID_1", ...])
@@ -35,27 +34,14 @@ from tqdm import tqdm
 
 from mdgen.errors import BadFileError, MissingFileError
 from mdgen.images import center_crop_arr, to_tensor
-from mdgen.io import save_safetensors
+from mdgen.io import read_safetensors, save_safetensors
+from mdgen.params import ClassifierConfig
 from mdgen.schedules import lr_factor
 
 
 @dataclass(frozen=True)
-class Recipe:
-    """How `train_classifier` trains, less its length and seed: its keyword arguments (`asdict(recipe)`).
-
-    One recipe serves the judge (the `classifier` stage) and the few-shot classifiers of the
-    augmentation gain (the `evaluate` stage), which train for fewer steps.
-    """
-    image_size: int
-    width: int
-    batch_size: int
-    lr: float
-    weight_decay: float
-    augment: bool
-
-
-@dataclass(frozen=True)
-class ClassifierConfig:
+class ResNetConfig:
+    """The network's shape; how it is trained is params.yaml's `classifier` section (`mdgen.params.ClassifierConfig`)."""
     num_classes: int
     image_size: int = 64          # inputs are resized to image_size x image_size before the stem
     width: int = 16               # channels of the first stage; the stages use w, 2w, 4w, 8w
@@ -86,7 +72,7 @@ class BasicBlock(nn.Module):
 
 
 class SpectrogramResNet(nn.Module):
-    def __init__(self, config: ClassifierConfig):
+    def __init__(self, config: ResNetConfig):
         super().__init__()
         self.config = config
         w = config.width
@@ -171,10 +157,10 @@ def set_threads(n: int) -> None:
         torch.set_num_threads(n)
 
 
-def train_classifier(images: np.ndarray, labels, num_classes: int, *, steps: int, batch_size: int, lr: float,
-                     weight_decay: float, image_size: int, width: int, seed: int, augment: bool = True,
-                     blocks: tuple[int, ...] = (2, 2, 2, 2), progress: str | None = None) -> SpectrogramResNet:
-    """Train from scratch on uint8 images [N, H, W, 3] with integer labels; returns the model in eval mode.
+def train_classifier(images: np.ndarray, labels, num_classes: int, config: ClassifierConfig, seed: int,
+                     progress: str | None = None) -> SpectrogramResNet:
+    """Train from scratch on uint8 images [N, H, W, 3] with integer labels as the `classifier` section says;
+    returns the model in eval mode (a ResNet-18's blocks; config.threads is the caller's: `set_threads`).
 
     Length is counted in optimiser steps, not epochs, so that training sets of different sizes
     (few-shot real vs real + generated in the augmentation-gain experiment) get equal compute.
@@ -183,6 +169,7 @@ def train_classifier(images: np.ndarray, labels, num_classes: int, *, steps: int
     (weights, order, augmentation) comes from `seed`, so a run repeats exactly on the same CPU.
     `progress`: the label of a progress bar (steps done, rate, time left) on stderr; None: silent.
     """
+    steps, batch_size, image_size, width = config.steps, config.batch_size, config.image_size, config.width
     labels = torch.as_tensor(np.asarray(labels), dtype=torch.long)
     x = prepare(images, image_size)
     n = x.shape[0]
@@ -196,15 +183,15 @@ def train_classifier(images: np.ndarray, labels, num_classes: int, *, steps: int
     gen = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = SpectrogramResNet(ClassifierConfig(num_classes, image_size, width, tuple(blocks)))
+        model = SpectrogramResNet(ResNetConfig(num_classes, image_size, width))
     decay = [p for p in model.parameters() if p.ndim > 1]
     no_decay = [p for p in model.parameters() if p.ndim <= 1]  # BN and biases: decaying them only hurts
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=lr)
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=config.lr)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, functools.partial(
         lr_factor, warmup_steps=max(1, steps // 20), max_steps=steps, schedule="cosine"))
     batch_size = min(batch_size, n)
-    max_shift = image_size // 8 if augment else 0
+    max_shift = image_size // 8 if config.augment else 0
     model.train()
     order = torch.empty(0, dtype=torch.long)
     bar = tqdm(total=steps, desc=progress, unit="step", disable=progress is None, mininterval=5.0)
@@ -274,19 +261,15 @@ def save_classifier(model: SpectrogramResNet, path: str | Path, users: list[str]
 
 def load_classifier(path: str | Path) -> tuple[SpectrogramResNet, dict]:
     """(eval-mode model, metadata) from `save_classifier`; loads strictly, so a mismatched file fails here."""
-    from safetensors import safe_open
-    from safetensors.torch import load_file
-
     path = Path(path)
     if not path.is_file():
         raise MissingFileError(f"classifier {path} not found (run the `classifier` stage)")
-    with safe_open(str(path), "pt") as f:
-        meta = dict(f.metadata() or {})
+    meta, state = read_safetensors(path, "classifier")
     if "config" not in meta:
         raise BadFileError(f"{path}: no 'config' metadata (expected a file written by save_classifier)")
     cfg = json.loads(meta["config"])
     cfg["blocks"] = tuple(cfg["blocks"])
-    model = SpectrogramResNet(ClassifierConfig(**cfg))
-    model.load_state_dict(load_file(str(path)), strict=True)
+    model = SpectrogramResNet(ResNetConfig(**cfg))
+    model.load_state_dict(state, strict=True)
     meta["users"] = json.loads(meta.get("users", "[]"))
     return model.eval(), meta

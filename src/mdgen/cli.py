@@ -59,14 +59,21 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--params", default="params.yaml", help="parameters file for the other sampling knobs")
     g.add_argument("--allow-other-tokenizer", action="store_true",
                    help="decode with tokenizer.checkpoint although the model's latents came from another one")
+    d = sub.add_parser("params", help="every key of params.yaml: its value, what it takes and what it means")
+    d.add_argument("section", nargs="?", help="only this section or key, e.g. train or sample.cfg_scale")
+    d.add_argument("--params", default="params.yaml", help="parameters file (default: params.yaml)")
     e = sub.add_parser("export-dit", help="write models/dit/last.ckpt as upstream LightningDiT's .pt ({'model','ema'})")
     e.add_argument("--ckpt", default="models/dit/last.ckpt", help="Lightning checkpoint of `mdgen train`")
-    e.add_argument("--out", default="models/dit/upstream.pt", help="output .pt (default: models/dit/upstream.pt)")
+    # beside models/dit, not in it: a file added to the train stage's output makes DVC rerun train and sample
+    e.add_argument("--out", default="models/upstream.pt", help="output .pt (default: models/upstream.pt)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         if args.command == "generate":
             generate(args)
+        elif args.command == "params":
+            from mdgen import params
+            print(params.describe(args.params, args.section))
         elif args.command == "export-dit":
             from mdgen.checkpoints import export_upstream
             r = export_upstream(args.ckpt, args.out)
@@ -94,14 +101,13 @@ def user_error(e: BaseException) -> bool:
 
 
 def generate(args: argparse.Namespace) -> None:
-    from dataclasses import asdict, replace
+    from dataclasses import replace
     from pathlib import Path
 
     from mdgen import params
     from mdgen.generator import SpectrogramGenerator
     from mdgen.images import save_png
     from mdgen.io import check_output_path
-    from mdgen.ode import SamplingOptions
 
     # an option is checked as its params.yaml twin is (finite, in range: one declaration of each range),
     # since a NaN guidance scale samples black images without an error
@@ -110,22 +116,21 @@ def generate(args: argparse.Namespace) -> None:
                                ("--steps", "sample.steps", args.steps), ("--seed", "seed", args.seed)):
         if value is not None:
             params.validate(key, value, option=option)
-    # the `sample` stage's options (same dataclass, same keys), less what the command line overrides
-    p = params.read(["seed", "data.image_size", "tokenizer.checkpoint", *params.keys_for(SamplingOptions, "sample")],
-                    args.params)
-    options = params.as_dataclass(SamplingOptions, p, "sample")
-    options = replace(options, cfg_scale=options.cfg_scale if args.cfg_scale is None else args.cfg_scale,
-                      steps=options.steps if args.steps is None else args.steps)
+    # the `sample` stage's section, less what the command line overrides
+    p = params.read(["seed", "data.image_size", "tokenizer.checkpoint", "sample"], args.params)
+    config = p["sample"]
+    config = replace(config, cfg_scale=config.cfg_scale if args.cfg_scale is None else args.cfg_scale,
+                     steps=config.steps if args.steps is None else args.steps)
     out = Path(args.out)
     check_output_path(out, folder=True)  # before any weights load: not a file, nor beneath one
     ema = Path(args.model_dir) / "ema.safetensors"
     SpectrogramGenerator.check_user(ema, args.user)
     gen = SpectrogramGenerator.load(ema, args.stats, p["tokenizer.checkpoint"],
                                     allow_other_tokenizer=args.allow_other_tokenizer, image_size=p["data.image_size"])
-    imgs, _ = gen.images(args.user, args.n, seed=p["seed"] if args.seed is None else args.seed, **asdict(options))
+    imgs, _ = gen.images(args.user, args.n, config, p["seed"] if args.seed is None else args.seed)
     for k, im in enumerate(imgs):
         save_png(out / f"{args.user}_{k:04d}.png", im)
-    print(f"generate: {len(imgs)} images of {args.user} (cfg {options.cfg_scale}, {options.steps} steps) -> {out}")
+    print(f"generate: {len(imgs)} images of {args.user} (cfg {config.cfg_scale}, {config.steps} steps) -> {out}")
 
 
 if __name__ == "__main__":

@@ -371,7 +371,7 @@ class LightningDiT(nn.Module):
         return self.unpatchify(x)                                 # [B, C, H, W]
 
     def forward_with_cfg(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor, cfg_scale: float,
-                         cfg_interval_start: float = 0.0, guidance_channels: str = "all") -> torch.Tensor:
+                         cfg_interval_start: float, guidance_channels: str) -> torch.Tensor:
         """Classifier-free guided velocity, upstream's batch layout: x, t, y [2B] = [cond half, uncond half].
 
         Only x[:B] is used (both halves run on it), y[B:] should be the null class. No guidance while
@@ -381,7 +381,7 @@ class LightningDiT(nn.Module):
         guidance_channels='first3' reproduces upstream: DiT guided only 3 of its 4 SD-VAE channels "for
         exact reproducibility" and LightningDiT kept that line for 32-channel latents, so channels 3..
         carry the conditional (first half) / unconditional (second half) prediction unguided.
-        'all' (default) is standard CFG on every channel; with 32 channels, guiding 3 barely conditions.
+        'all' is standard CFG on every channel; with 32 channels, guiding 3 barely conditions.
         """
         assert guidance_channels in GUIDANCE_CHANNELS, f"guidance_channels {guidance_channels!r} not in {GUIDANCE_CHANNELS}"
         half = x[: len(x) // 2]

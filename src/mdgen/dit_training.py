@@ -1,11 +1,10 @@
 """Training a LightningDiT on tokenizer latents with rectified flow (Lightning).
 
-`TrainConfig` is every training setting in one object: the `train` stage builds it from
-params.yaml (`TrainConfig.from_params`), `train(config, ...)` runs it, and `last.ckpt` stores it
-so that `train.resume: auto` continues only a run of the same configuration. The network is a
-plain `nn.Module` from `mdgen.dit`; `FlowModule` is the thin LightningModule around it that
-adds the flow-matching loss, EMA weights, the optimizer, validation at fixed (t, noise) and
-logging. Checkpoint and weight files are `mdgen.checkpoints`'.
+`train(model, config, seed, ...)` runs params.yaml's `model` and `train` sections (`mdgen.params.ModelConfig`,
+`TrainConfig`) and stores them in `last.ckpt`, so that `train.resume: auto` continues only a run that would
+end the same (`mdgen.resume`). The network is a plain `nn.Module` from `mdgen.dit`; `FlowModule` is the thin
+LightningModule around it that adds the flow-matching loss, EMA weights, the optimizer, validation at fixed
+(t, noise) and logging. Checkpoint and weight files are `mdgen.checkpoints`'.
 """
 from __future__ import annotations
 
@@ -17,7 +16,6 @@ import functools
 import logging
 import os
 import random
-from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
@@ -31,8 +29,9 @@ from mdgen import flow
 from mdgen.accel import compiled_or_eager, lightning_precision
 from mdgen.checkpoints import init_weights_from, resume_decision, save_ema
 from mdgen.dit import LightningDiT, build_dit
-from mdgen.errors import BadFileError, DataError, DivergedError, ParamsError
+from mdgen.errors import BadFileError, DataError, DivergedError, MissingFileError, ParamsError
 from mdgen.io import TEMP_SUFFIX, atomic_path, file_sha256
+from mdgen.params import ModelConfig, TrainConfig
 from mdgen.latents import load_stats, normalize, read_latents_meta
 from mdgen.schedules import lr_factor
 
@@ -48,78 +47,21 @@ def is_rank_zero() -> bool:
     return rank_zero_only.rank == 0
 
 
-# ----------------------------------------------------------------------------- configuration
+# ----------------------------------------------------------------------------- what a resumed run must share
 
-@dataclass(frozen=True)
-class TrainConfig:
-    """One training run. The fields without a default are params.yaml's `train.*` keys (same names),
-    `model.*` (`model.name` as `model_name`) and `seed`: params.yaml is their one source of values."""
-
-    model_name: str
-    class_dropout_prob: float
-    use_qknorm: bool
-    seed: int
-    max_steps: int
-    batch_size: int
-    lr: float
-    weight_decay: float
-    beta2: float
-    warmup_steps: int
-    lr_schedule: str
-    lr_decay_fraction: float
-    grad_clip: float | None
-    ema_decay: float
-    t_sampling: str
-    cos_weight: float
-    latent_multiplier: float
-    use_flip: bool
-    checkpoint_every: int
-    val_every: int
-    resume: str
-    accelerator: str
-    devices: int | str
-    strategy: str
-    precision: str
-    compile: bool
-    deterministic: bool
-    num_workers: int
-    init_from: str | None
-    # not in params.yaml: upstream's values, or knobs for tests and notebooks
-    model_overrides: dict = dataclasses.field(default_factory=dict)  # constructor kwargs over the preset
-    t_mean: float = 0.0
-    t_std: float = 1.0
-    val_t: tuple[float, ...] = (0.1, 0.3, 0.5, 0.7, 0.9)
-    log_every: int = 10
-
-    @classmethod
-    def from_params(cls, p: dict) -> "TrainConfig":
-        """From `params.read`'s flat dict: every `train.*` key, `model.*` and `seed`."""
-        train = {k.split(".", 1)[1]: v for k, v in p.items() if k.startswith("train.")}
-        return cls(model_name=p["model.name"], class_dropout_prob=p["model.class_dropout_prob"],
-                   use_qknorm=p["model.use_qknorm"], seed=p["seed"], **train)
-
-    def __post_init__(self):
-        if self.init_from is not None:  # a Path would not load back from last.ckpt with weights_only
-            object.__setattr__(self, "init_from", str(self.init_from))
-
-    @property
-    def betas(self) -> tuple[float, float]:
-        return (0.9, self.beta2)
+# train.* settings a run may change and still continue a checkpoint: where and how it runs, how often it
+# saves, validates and logs. Everything else changes what is trained (the resolved precision is compared
+# through the run record).
+RUN_ONLY = ("max_steps", "checkpoint_every", "val_every", "resume", "accelerator", "devices", "strategy", "precision",
+            "compile", "deterministic", "num_workers", "init_from", "log_every")
 
 
-# settings a run may change and still continue a checkpoint: where and how it runs, how often it
-# saves, validates and logs. Everything else changes what is trained (the resolved precision is
-# compared through the run record).
-RUN_ONLY = ("max_steps", "checkpoint_every", "val_every", "resume", "accelerator", "devices", "strategy", "precision", "compile", "deterministic", "num_workers", "init_from", "log_every")
-
-
-def comparable(record: dict) -> dict:
-    """The part of a run record (`last.ckpt`'s "mdgen") that must match for `resume: auto` to continue."""
-    config = record["config"]
-    out = {k: v for k, v in config.items() if k not in RUN_ONLY}
-    if config.get("lr_schedule") != "constant":  # a decaying schedule is fixed by its length
-        out["max_steps"] = config.get("max_steps")
-    out.update((k, v) for k, v in record.items() if k != "config")
+def fingerprint(record: dict) -> dict:
+    """The part of a run record (`last.ckpt`'s "mdgen") that must be equal for `train.resume: auto` to continue."""
+    train = record["train"]
+    out = {**record, "train": {k: v for k, v in train.items() if k not in RUN_ONLY}}
+    if train.get("lr_schedule") != "constant":  # a decaying schedule is fixed by its length
+        out["train"]["max_steps"] = train.get("max_steps")
     return out
 
 
@@ -231,24 +173,22 @@ def set_rng_states(states: dict) -> None:
 class FlowModule(L.LightningModule):
     """Rectified-flow training of a `LightningDiT`, with EMA weights and fixed-noise validation."""
 
-    def __init__(self, model: LightningDiT, config: TrainConfig):
+    def __init__(self, model: LightningDiT, config: TrainConfig, seed: int):
         super().__init__()
         self.config = config
+        self.seed = seed
         self.model = model
         self.ema: LightningDiT = copy.deepcopy(model).requires_grad_(False)
-        if config.compile:
-            # in place (Module.compile), so state_dict keys stay the upstream names and a checkpoint
-            # written with compile on resumes with it off; compile errors surface at the first call,
-            # which `on_fit_start` makes on the training device
-            self.model.compile()
-
-    @property
-    def compiled(self) -> bool:
-        return self.model._compiled_call_impl is not None
+        # the training forward: compiled or not, the parameters (and state_dict keys, the upstream names)
+        # stay self.model's, so a checkpoint written with compile on resumes with it off. A function, not a
+        # Module attribute, so that it is not registered as a second copy of the model. Compile errors
+        # surface at the first call, which `on_fit_start` makes on the training device.
+        self.forward_fn = torch.compile(model.forward) if config.compile else model.forward
+        self.compiled = config.compile
 
     def on_fit_start(self):
         if self.compiled:
-            compiled_or_eager(self._compile_probe, self._uncompile, "train")
+            self.compiled = compiled_or_eager(self._compile_probe, self._uncompile, "train")
 
     def _compile_probe(self) -> None:
         """One forward + backward at the training batch size, under the Trainer's autocast when attached,
@@ -268,13 +208,13 @@ class FlowModule(L.LightningModule):
             self.model.zero_grad(set_to_none=True)
 
     def _uncompile(self) -> None:
-        self.model._compiled_call_impl = None
+        self.forward_fn = self.model.forward
 
     def train_loss(self, batch) -> torch.Tensor:
         """Flow loss of one (latents, labels) batch through the (compiled) model; no logging, no host sync."""
         x1, y = batch
         c = self.config
-        return flow.flow_loss(self.model, x1, y, cos_weight=c.cos_weight, t_sampling=c.t_sampling,
+        return flow.flow_loss(self.forward_fn, x1, y, cos_weight=c.cos_weight, t_sampling=c.t_sampling,
                               t_mean=c.t_mean, t_std=c.t_std).loss
 
     def training_step(self, batch, batch_idx):
@@ -303,7 +243,7 @@ class FlowModule(L.LightningModule):
         x1, y = batch
         c = self.config
         # fixed noise per (batch, t): the val loss of two runs is comparable point by point
-        g = torch.Generator().manual_seed(c.seed * 100003 + batch_idx)
+        g = torch.Generator().manual_seed(self.seed * 100003 + batch_idx)
         losses = {"val/loss": [], "val/loss_ema": []}
         for tv in c.val_t:
             x0 = torch.randn(x1.shape, generator=g).to(x1)
@@ -410,10 +350,11 @@ def _dvclive_logger(**kwargs):
 
 # ----------------------------------------------------------------------------- the run
 
-def train(config: TrainConfig, *, train_path: str | Path, val_path: str | Path, stats_path: str | Path,
-          out_dir: str | Path, metrics_dir: str | Path, progress: bool = True,
+def train(model: ModelConfig, config: TrainConfig, seed: int, *, train_path: str | Path, val_path: str | Path,
+          stats_path: str | Path, out_dir: str | Path, metrics_dir: str | Path, progress: bool = True,
           callbacks: list[L.Callback] | None = None) -> dict:
-    """Train (or resume) and write `last.ckpt` and `ema.safetensors` into `out_dir`; returns final metrics.
+    """Train (or resume) the `model` section's DiT as the `train` section says, and write `last.ckpt` and
+    `ema.safetensors` into `out_dir`; returns final metrics.
 
     Under DDP every rank calls this (Lightning's launcher re-runs the command per device) and gets the
     same metrics back; files are written by global rank zero only (see `is_rank_zero`).
@@ -422,21 +363,25 @@ def train(config: TrainConfig, *, train_path: str | Path, val_path: str | Path, 
     if c.accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
         raise ParamsError(f"train.accelerator = {c.accelerator!r}, but torch {torch.__version__} sees no CUDA GPU "
                          "(a CPU build, or no driver); use train.accelerator: auto or cpu")
+    if c.init_from is not None and not Path(c.init_from).is_file():
+        raise MissingFileError(f"train.init_from = {c.init_from}: no such file (expected an upstream LightningDiT "
+                               "checkpoint, or null for a random init)")
     out_dir, metrics_dir = Path(out_dir), Path(metrics_dir)
     train_ds, val_ds = _datasets(c, train_path, val_path, stats_path)
     ch, h, _ = train_ds.latent_shape
-    model_kwargs = {"class_dropout_prob": c.class_dropout_prob, "use_qknorm": c.use_qknorm, **c.model_overrides,
+    model_kwargs = {"class_dropout_prob": model.class_dropout_prob, "use_qknorm": model.use_qknorm, **model.overrides,
                     "num_classes": len(train_ds.users), "in_channels": ch, "input_size": h}
     precision = lightning_precision(c.precision, c.accelerator)
     # what `last.ckpt` stores: the config, and what it resolved to on this data and machine
-    record = {"config": dataclasses.asdict(c), "model_kwargs": model_kwargs, "precision": precision,
+    record = {"seed": seed, "model": dataclasses.asdict(model), "train": dataclasses.asdict(c),
+              "model_kwargs": model_kwargs, "precision": precision,
               "users": train_ds.users, "train_sha256": file_sha256(train_path), "stats_sha256": file_sha256(stats_path),
               "init_from_sha256": file_sha256(c.init_from) if c.init_from else None}
     last = out_dir / "last.ckpt"
     ckpt_path = _resume_from(c, last, record, metrics_dir)
 
-    L.seed_everything(c.seed, workers=True, verbose=False)
-    module = FlowModule(build_dit(c.model_name, **model_kwargs), c)
+    L.seed_everything(seed, workers=True, verbose=False)
+    module = FlowModule(build_dit(model.name, **model_kwargs), c, seed)
     if c.init_from and ckpt_path is None:
         _init_from(module, c.init_from)
     if len(train_ds) < c.batch_size:
@@ -446,10 +391,10 @@ def train(config: TrainConfig, *, train_path: str | Path, val_path: str | Path, 
     loader_kw = dict(num_workers=c.num_workers, persistent_workers=c.num_workers > 0,
                      pin_memory=torch.cuda.is_available())
     start_step = _checkpoint_step(ckpt_path) if ckpt_path else 0
-    train_dl = DataLoader(train_ds, batch_sampler=StepBatches(len(train_ds), c.batch_size, c.seed, start_step),
-                          generator=torch.Generator().manual_seed(c.seed), **loader_kw)
+    train_dl = DataLoader(train_ds, batch_sampler=StepBatches(len(train_ds), c.batch_size, seed, start_step),
+                          generator=torch.Generator().manual_seed(seed), **loader_kw)
     val_dl = DataLoader(val_ds, batch_size=c.batch_size, shuffle=False,
-                        generator=torch.Generator().manual_seed(c.seed), **loader_kw)
+                        generator=torch.Generator().manual_seed(seed), **loader_kw)
 
     out_dir.mkdir(parents=True, exist_ok=True)
     logger = _dvclive_logger(dir=str(metrics_dir), dvcyaml=False, save_dvc_exp=False, resume=ckpt_path is not None)
@@ -475,7 +420,7 @@ def train(config: TrainConfig, *, train_path: str | Path, val_path: str | Path, 
     metrics["step"] = int(trainer.global_step)
     if trainer.is_global_zero:
         save_ema(out_dir / "ema.safetensors", module.ema, {
-            "model_name": c.model_name, "model_config": module.model.config, "users": train_ds.users,
+            "model_name": model.name, "model_config": module.model.config, "users": train_ds.users,
             "latent_multiplier": c.latent_multiplier, "latent_shape": list(train_ds.latent_shape),
             "stats_sha256": record["stats_sha256"], "step": int(trainer.global_step),
             "tokenizer_sha256": read_latents_meta(train_path).get("tokenizer_sha256", ""),
@@ -504,7 +449,7 @@ def _resume_from(c: TrainConfig, last: Path, record: dict, metrics_dir: Path) ->
         return None
     if c.resume != "auto":
         raise ParamsError(f"train.resume = {c.resume!r}: expected 'auto' or 'never'")
-    ok, why = resume_decision(last, record, c.max_steps, comparable)
+    ok, why = resume_decision(last, record, c.max_steps, fingerprint)
     log.info("train.resume=auto: %s", why if ok else f"starting fresh: {why}")
     say(f"train: {why}" if ok else f"train: starting fresh ({why})")
     if not ok:

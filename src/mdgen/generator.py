@@ -18,13 +18,15 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from mdgen import resume
 from mdgen.accel import autocast_dtype
 from mdgen.checkpoints import load_ema, read_ema_meta
 from mdgen.errors import BadFileError, MissingFileError, ParamsError
 from mdgen.images import save_png, to_uint8
 from mdgen.io import atomic_path, check_output_path, file_sha256, remove_stale_temps, write_json
 from mdgen.latents import denormalize, load_stats
-from mdgen.ode import SamplingOptions, sample_latents
+from mdgen.ode import sample_latents
+from mdgen.params import SampleConfig
 from mdgen.tokenizer import load_tokenizer
 
 
@@ -99,23 +101,19 @@ class SpectrogramGenerator:
         return user_index(self.users, user)
 
     @torch.no_grad()
-    def images(self, user: str, n: int, *, steps: int, cfg_scale: float, cfg_interval_start: float = 0.0,
-               timestep_shift: float = 0.3, method: str = "euler", guidance_channels: str = "all",
-               seed: int = 0, batch_size: int = 32, precision: str = "auto") -> tuple[np.ndarray, dict]:
-        """n uint8 images [n, H, W, 3] of `user`, and timings. The noise depends only on (seed, user).
+    def images(self, user: str, n: int, config: SampleConfig, seed: int) -> tuple[np.ndarray, dict]:
+        """n uint8 images [n, H, W, 3] of `user` sampled as the `sample` section says, and timings. The noise
+        depends only on (seed, user).
 
-        precision: as `mdgen.accel.autocast_dtype` (`auto`: bf16 where native, fp16 on older GPUs, else
-        fp32) for the DiT; the tokenizer decodes in it too, except fp16, which its activations can overflow.
+        The DiT runs under config.precision (`mdgen.accel.autocast_dtype`: `auto` is bf16 where native, fp16 on
+        older GPUs, else fp32); the tokenizer decodes in it too, except fp16, which its activations can overflow.
         """
         label = self.label(user)
         gen = torch.Generator().manual_seed(seed * 1_000_003 + label)
-        amp = autocast_dtype(self.device, precision)
-        decode_amp = autocast_dtype(self.device, precision, fp16_safe=False)
+        decode_amp = autocast_dtype(self.device, config.precision, fp16_safe=False)
+        batch_size = config.batch_size
         t0 = time.perf_counter()
-        z = sample_latents(self.model, torch.full((n,), label, dtype=torch.long), steps=steps if method != "dopri5" else None,
-                           method=method, cfg_scale=cfg_scale, cfg_interval_start=cfg_interval_start,
-                           timestep_shift=timestep_shift, guidance_channels=guidance_channels, generator=gen,
-                           batch_size=batch_size, autocast_dtype=amp)
+        z = sample_latents(self.model, torch.full((n,), label, dtype=torch.long), config, generator=gen)
         t1 = time.perf_counter()
         z = denormalize(z.float(), self.stats, self.latent_multiplier)
         out = []
@@ -127,25 +125,33 @@ class SpectrogramGenerator:
         return np.concatenate(out), {"sample_s": t1 - t0, "decode_s": t2 - t1}
 
 
-def write_samples(gen: SpectrogramGenerator, out_dir: str | Path, n: int, *, seed: int, options: SamplingOptions,
+def write_samples(gen: SpectrogramGenerator, out_dir: str | Path, config: SampleConfig, seed: int,
                   progress: bool = True) -> dict:
-    """`n` PNGs per person into `out_dir/<person>/`, resumably; returns timings and the persons kept.
+    """config.images_per_user PNGs per person into `out_dir/<person>/`, resumably; returns timings and the
+    persons kept.
 
     Persons are written one by one into `.<out_dir>.partial/` beside `out_dir`, each folder atomically,
-    with a fingerprint of everything the images depend on (weights, stats, tokenizer, n, seed, options).
-    A run killed after 25 of 31 persons leaves 25 finished folders there, and a rerun with the same
-    fingerprint samples only the other 6 (another fingerprint starts afresh). `out_dir` appears only
-    when every person is written, so DVC never takes a partial set for the stage's output. The caller
-    holds `out_dir`'s writer lock (`mdgen.io.exclusive_writer`): temp folders in the partial set are
-    then a killed run's, and are removed.
+    with a fingerprint of everything the images depend on (weights, stats, tokenizer, the sample section,
+    seed). A run killed after 25 of 31 persons leaves 25 finished folders there, and a rerun with the same
+    fingerprint samples only the other 6 (another fingerprint starts afresh and says why: `mdgen.resume`).
+    `out_dir` appears only when every person is written, so DVC never takes a partial set for the stage's
+    output. The caller holds `out_dir`'s writer lock (`mdgen.io.exclusive_writer`): temp folders in the
+    partial set are then a killed run's, and are removed.
     """
     out_dir = Path(out_dir)
     check_output_path(out_dir, folder=True)
+    n = config.images_per_user
     partial = out_dir.with_name(f".{out_dir.name}.partial")
-    fingerprint = {**gen.sources, "users": gen.users, "images_per_user": n, "seed": seed, "options": asdict(options)}
+    # plot_per_user draws, it does not change an image
+    fingerprint = {**gen.sources, "users": gen.users, "seed": seed,
+                   "sample": {k: v for k, v in asdict(config).items() if k != "plot_per_user"}}
     record = partial / "fingerprint.json"
-    if partial.exists() and not (record.is_file() and json.loads(record.read_text()) == fingerprint):
-        shutil.rmtree(partial)  # an interrupted run of another configuration
+    if partial.exists():
+        saved = json.loads(record.read_text()) if record.is_file() else None
+        ok, why = resume.decide(saved, fingerprint, str(partial))
+        if not ok:
+            print(f"sample: starting afresh: {why}")
+            shutil.rmtree(partial)
     # what a killed run left half-written (a person's temp folder) must never reach out_dir
     remove_stale_temps(partial)
     write_json(record, fingerprint)
@@ -157,7 +163,7 @@ def write_samples(gen: SpectrogramGenerator, out_dir: str | Path, n: int, *, see
     with bar:
         for i, user in enumerate(gen.users):
             if user not in kept:
-                imgs, t = gen.images(user, n, seed=seed, **asdict(options))
+                imgs, t = gen.images(user, n, config, seed)
                 with atomic_path(partial / user, folder=True) as tmp:
                     for k, im in enumerate(imgs):
                         save_png(tmp / f"{k:05d}.png", im)

@@ -34,7 +34,8 @@ def list_users(data_dir: str | Path) -> list[str]:
     """User sub-folders of `data_dir` in natural order (the label of a user is its index here)."""
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
-        raise MissingFileError(f"data folder {data_dir} does not exist (expected one sub-folder per user)")
+        raise MissingFileError(f"data folder {data_dir} " + ("is a file" if data_dir.exists() else "does not exist")
+                               + " (expected a folder with one sub-folder per user)")
     users = sorted((p.name for p in data_dir.iterdir() if p.is_dir() and not p.name.startswith(".")), key=natural_key)
     if not users:
         raise DataError(f"data folder {data_dir} has no user sub-folders (expected e.g. {data_dir}/ID_1/*.png)")
@@ -229,6 +230,24 @@ def save_safetensors(tensors: dict, path: str | Path, metadata: dict[str, str] |
 RESTORE_HINT = "re-create it with `dvc repro`, or restore it from the DVC cache with `dvc checkout`"
 
 
+def read_safetensors(path: str | Path, what: str, tensors: bool = True) -> tuple[dict, dict[str, tuple]]:
+    """(metadata, {name: tensor}) of a safetensors file, or with tensors=False (metadata, {name: shape}) without
+    reading the weights. A missing file is a MissingFileError, a truncated or corrupt one a BadFileError naming
+    it (`what`: "latents file") and how to get it back."""
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise MissingFileError(f"{what} {path} not found" + (" (it is a folder)" if path.is_dir() else ""))
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = dict(f.metadata() or {})
+            body = {k: (f.get_tensor(k) if tensors else tuple(f.get_slice(k).get_shape())) for k in f.keys()}
+    except (SafetensorError, OSError, RuntimeError) as e:  # a cut-off copy: a bad header, or data past its end
+        raise BadFileError(f"cannot read {what} {path}: truncated or corrupt ({e}); {RESTORE_HINT}") from None
+    return meta, body
+
+
 def load_torch_file(path: str | Path, what: str):
     """`torch.load` of an untrusted checkpoint: tensors and plain containers only, never code.
 
@@ -243,7 +262,7 @@ def load_torch_file(path: str | Path, what: str):
     import torch  # here, so that `mdgen split` and friends do not pay for importing torch
 
     if not Path(path).is_file():
-        raise MissingFileError(f"{what} {path} not found")
+        raise MissingFileError(f"{what} {path} " + ("is a folder, not a file" if Path(path).is_dir() else "not found"))
     try:
         return torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
     except pickle.UnpicklingError as e:
@@ -251,11 +270,18 @@ def load_torch_file(path: str | Path, what: str):
         lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
         culprit = [ln for ln in lines if "Unsupported" in ln or "WeightsUnpickler" in ln]
         reason = (culprit or lines or [""])[0].split(" Please use")[0]
+        with open(path, "rb") as f:
+            # a torch zip, or a raw pickle's PROTO opcode: anything else is no checkpoint at all
+            is_pickle = zipfile.is_zipfile(path) or f.read(1) == b"\x80"
+        if not is_pickle:
+            raise BadFileError(f"cannot read {what} {path}: truncated or corrupt (not a torch checkpoint); "
+                               f"{RESTORE_HINT}") from None
         raise BadFileError(f"refusing to load {path}: it needs arbitrary unpickling (code execution), which "
                            f"mdgen never does; only plain tensors are accepted (torch.load weights_only=True said: "
                            f"{reason}). Convert it to .safetensors in a trusted environment.") from None
     # what torch.load raises on a cut-off file: miniz's RuntimeError or an OSError for a zip, EOFError
-    # or the unpickler's IndexError for a pickle that stops mid-way
-    except (RuntimeError, EOFError, OSError, IndexError) as e:
+    # or the unpickler's IndexError for a pickle that stops mid-way, and KeyError for bytes that are no
+    # pickle at all (the unpickler reads an opcode it does not know)
+    except (RuntimeError, EOFError, OSError, IndexError, KeyError) as e:
         reason = str(e).split(". ")[0].strip() or type(e).__name__  # miniz adds a paragraph of advice
         raise BadFileError(f"cannot read {what} {path}: truncated or corrupt ({reason}); {RESTORE_HINT}") from e

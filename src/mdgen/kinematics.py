@@ -2,27 +2,24 @@
 
 Every function takes a level map (float [rows, cols] in [0, 1]; 0 is the bottom of the
 dynamic range, 1 the image maximum) plus the image axes: `velocity` (m/s at each row, top row
-first, as `mdgen.simulate.image_velocity_axis` gives) and `time` (s at each column). Get a
-level map from a jet-coloured RGB image with `jet_to_level`, or from a dB spectrogram with
-`db_to_level`.
+first) and `time` (s at each column), as `mdgen.spectrogram.image_axes` gives. Get a level map
+from a jet-coloured RGB image with `mdgen.spectrogram.jet_to_level`, or from a dB spectrogram
+with `mdgen.spectrogram.db_to_level`.
 
     level = jet_to_level(np.asarray(Image.open("ID_3/7.png").convert("RGB")))
-    m = measure_gait(level, image_velocity_axis(radar), image_time_axis(radar))
+    velocity, time, _, _ = image_axes("data/simulated", *level.shape)
+    m = measure_gait(level, velocity, time)
     m.torso_velocity, m.cycle_s, m.envelope_ratio
 """
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 
 import numpy as np
-from matplotlib import colormaps
 from scipy.ndimage import uniform_filter
 from scipy.signal import detrend
-from scipy.spatial import cKDTree
 
 from mdgen.errors import DataError
-from mdgen.simulate import JET_LUT
 
 # Jet below this level is dark-to-medium blue (green channel < 0.3): the "deep-blue background".
 BACKGROUND_LEVEL = 0.2
@@ -43,59 +40,8 @@ CYCLE_RANGE_S = (0.7, 2.0)
 
 
 # --------------------------------------------------------------------------------------
-# Levels
+# Background
 # --------------------------------------------------------------------------------------
-
-@functools.lru_cache(maxsize=1)
-def _jet_tree(n: int = 2048) -> cKDTree:
-    # the continuous piecewise-linear jet (matplotlib's segment data), finely sampled
-    return cKDTree(colormaps["jet"].resampled(n)(np.arange(n))[:, :3] * 255.0)
-
-
-@functools.lru_cache(maxsize=1)
-def _exact_colours() -> tuple[np.ndarray, np.ndarray]:
-    """Sorted 24-bit codes of the colours a 256-entry jet image can hold, and their levels."""
-    lut = JET_LUT.astype(np.int64)
-    codes, first = np.unique((lut[:, 0] << 16) | (lut[:, 1] << 8) | lut[:, 2], return_index=True)
-    tree = _jet_tree()
-    _, idx = tree.query(lut[first].astype(np.float64))
-    return codes, idx / (tree.n - 1)
-
-
-def jet_to_level(rgb: np.ndarray, return_distance: bool = False):
-    """Invert the jet colormap: uint8 RGB [H, W, 3] -> level [H, W] in [0, 1] (nearest jet colour).
-
-    Off-colour pixels (JPEG, generated images) take the level of the nearest colour on the
-    jet curve; `return_distance` also returns that RGB distance (0-441) per pixel. Pixels that
-    are exactly one of the 256 colours of matplotlib's jet table (our own PNGs) are looked up
-    directly, the rest through a k-d tree.
-    """
-    rgb = np.asarray(rgb)
-    assert rgb.ndim == 3 and rgb.shape[2] >= 3, f"expected an RGB image [H, W, 3], got shape {rgb.shape}"
-    flat = rgb[..., :3].reshape(-1, 3)
-    codes, levels = _exact_colours()
-    code = (flat[:, 0].astype(np.int64) << 16) | (flat[:, 1].astype(np.int64) << 8) | flat[:, 2]
-    pos = np.minimum(np.searchsorted(codes, code), codes.size - 1)
-    exact = codes[pos] == code
-    level = np.where(exact, levels[pos], 0.0)
-    dist = np.zeros(code.size)
-    if return_distance or not exact.all():
-        tree = _jet_tree()
-        todo = ~exact if not return_distance else np.ones_like(exact)
-        d, idx = tree.query(flat[todo].astype(np.float64))
-        level[todo] = idx / (tree.n - 1)
-        dist[todo] = d
-    level = level.reshape(rgb.shape[:2]).astype(np.float32)
-    if return_distance:
-        return level, dist.reshape(rgb.shape[:2]).astype(np.float32)
-    return level
-
-
-def db_to_level(db: np.ndarray, dynamic_range_db: float) -> np.ndarray:
-    """dB -> level in [0, 1] relative to the array maximum, as the image colouring does."""
-    db = np.asarray(db, dtype=np.float64)
-    return np.clip((db - db.max()) / dynamic_range_db + 1.0, 0.0, 1.0).astype(np.float32)
-
 
 def background_fraction(level: np.ndarray, threshold: float = BACKGROUND_LEVEL) -> float:
     """Fraction of pixels in the deep-blue background."""

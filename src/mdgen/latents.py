@@ -14,31 +14,39 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors import safe_open
 from tqdm import tqdm
 
 from mdgen.errors import BadFileError, DataError, MissingFileError, ParamsError
 from mdgen.accel import autocast_dtype
 from mdgen.images import load_images, to_tensor, to_uint8
-from mdgen.io import atomic_path, load_torch_file, save_safetensors
+from mdgen.io import atomic_path, load_torch_file, read_safetensors, save_safetensors
+from mdgen.params import ExtractConfig
 
 FLIPS = {"none": None, "time": 3, "doppler": 2}  # tensor dim flipped: time = width, Doppler = height
 
 
-@torch.no_grad()
-def encode_files(model, files: list[Path], *, batch_size: int, image_size: int, sample_posterior: bool,
-                 flip: str = "none", seed: int = 0, device: str | torch.device = "cpu",
-                 precision: str = "auto", progress: bool = True, desc: str = "extract") -> dict[str, torch.Tensor]:
-    """Encode image files to latents [N,C,h,w] float32 (and their flipped twins).
+def encode_dtype(device: torch.device, precision: str) -> torch.dtype | None:
+    """The autocast dtype `extract` encodes in: as `mdgen.accel.autocast_dtype`, except that `auto` stays fp32 on
+    a CPU even with native bf16, since the latents are the dataset and must not change with the CPU."""
+    return autocast_dtype(device, "fp32" if precision == "auto" and device.type == "cpu" else precision)
 
-    With `sample_posterior` the latent is mean + std * eps as upstream's `posterior.sample()`,
+
+@torch.no_grad()
+def encode_files(model, files: list[Path], config: ExtractConfig, *, image_size: int, seed: int,
+                 device: str | torch.device = "cpu", progress: bool = True,
+                 desc: str = "extract") -> dict[str, torch.Tensor]:
+    """Encode image files to latents [N,C,h,w] float32 (and their flipped twins) as the `extract` section says.
+
+    With config.sample_posterior the latent is mean + std * eps as upstream's `posterior.sample()`,
     but eps comes from a CPU generator seeded with `seed`, so the result is the same on
-    every run and every device. `precision` as `mdgen.accel.autocast_dtype`.
+    every run and every device. Precision: `encode_dtype`.
     """
+    flip = config.flip
     if flip not in FLIPS:
         raise ParamsError(f"extract.flip = {flip!r}: expected one of {', '.join(FLIPS)}")
     device = torch.device(device)
-    amp = autocast_dtype(device, precision)
+    amp = encode_dtype(device, config.precision)
+    batch_size = config.batch_size
     gen = torch.Generator().manual_seed(seed)
     out: dict[str, list[torch.Tensor]] = {"latents": [], "latents_flip": []}
     for batch in tqdm(image_batches(files, image_size, batch_size), total=math.ceil(len(files) / batch_size),
@@ -51,7 +59,7 @@ def encode_files(model, files: list[Path], *, batch_size: int, image_size: int, 
             with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
                 post = model.encode(v)
             mean, std = post.mean.float(), post.std.float()
-            if sample_posterior:
+            if config.sample_posterior:
                 eps = torch.randn(mean.shape, generator=gen, dtype=torch.float32).to(device)
                 z = mean + std * eps
             else:
@@ -72,9 +80,7 @@ def save_latents(path: str | Path, tensors: dict[str, torch.Tensor], labels: tor
 
 def read_latents_meta(path: str | Path) -> dict:
     """Metadata of a latents file, `users` decoded; keys and shapes under 'tensors'."""
-    with safe_open(str(path), framework="pt") as f:
-        meta = dict(f.metadata() or {})
-        shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    meta, shapes = read_safetensors(path, "latents file", tensors=False)
     if "users" not in meta:
         raise BadFileError(f"{path}: no 'users' metadata (expected a latents file written by `mdgen extract`)")
     meta["users"] = json.loads(meta["users"])
@@ -89,13 +95,16 @@ def image_batches(files: list[Path], image_size: int, batch_size: int) -> Iterat
 
 
 @torch.no_grad()
-def reconstruct(model, files: list[Path], *, image_size: int, batch_size: int,
-                device: str | torch.device = "cpu", precision: str = "auto") -> tuple[np.ndarray, np.ndarray, float]:
+def reconstruct(model, files: list[Path], config: ExtractConfig, *, image_size: int,
+                device: str | torch.device = "cpu") -> tuple[np.ndarray, np.ndarray, float]:
     """(originals, reconstructions) as uint8 [N,H,W,3] through the posterior mean, and images/s.
 
-    Encodes in `precision` and decodes in it too, except fp16 (see `mdgen.accel.autocast_dtype`)."""
+    Encodes as `encode_files` does and decodes in that precision too, except fp16 (see
+    `mdgen.accel.autocast_dtype`)."""
     device = torch.device(device)
-    amp, decode_amp = autocast_dtype(device, precision), autocast_dtype(device, precision, fp16_safe=False)
+    batch_size = config.batch_size
+    amp = encode_dtype(device, config.precision)
+    decode_amp = None if amp is None else autocast_dtype(device, config.precision, fp16_safe=False)
     originals, recons = [], []
     t0 = time.perf_counter()
     for batch in image_batches(files, image_size, batch_size):

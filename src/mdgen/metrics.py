@@ -13,9 +13,11 @@ from __future__ import annotations
 import numpy as np
 from scipy.spatial.distance import cdist
 
-from mdgen.errors import DataError
 from mdgen.classifier import accuracy, train_classifier
-from mdgen.kinematics import jet_to_level, measure_gait
+from mdgen.errors import DataError
+from mdgen.kinematics import measure_gait
+from mdgen.params import ClassifierConfig
+from mdgen.spectrogram import jet_to_level
 
 # --------------------------------------------------------------------------------------
 # Distribution metrics in feature space
@@ -251,12 +253,13 @@ def fewshot_indices(labels: np.ndarray, per_class: int, seed: int) -> np.ndarray
 
 def augmentation_gain(train_images: np.ndarray, train_labels: np.ndarray, val_images: np.ndarray,
                       val_labels: np.ndarray, gen_images: np.ndarray, gen_labels: np.ndarray, num_classes: int, *,
-                      fewshot_per_user: int, seeds: list[int], recipe: dict, progress: bool = False) -> dict:
+                      fewshot_per_user: int, seeds: list[int], classifier: ClassifierConfig,
+                      progress: bool = False) -> dict:
     """Does adding generated samples help a classifier that sees only a few real ones?
 
-    Per seed: draw `fewshot_per_user` real train images per user, train the classifier recipe
-    (keyword arguments of `mdgen.classifier.train_classifier` except the seed) on them alone
-    and on them plus all generated images, and test both on real val. Both arms take the same
+    Per seed: draw `fewshot_per_user` real train images per user, train a classifier as the `classifier`
+    section says (with the few-shot run's steps in it) on them alone and on them plus all generated images,
+    and test both on real val. Both arms take the same
     optimiser steps and seed, so the difference is the data. Returns per-seed accuracies,
     mean and (population) std of each arm, and of the paired gain with its 95 % Student-t interval
     over the seeds (null for one seed).
@@ -267,11 +270,11 @@ def augmentation_gain(train_images: np.ndarray, train_labels: np.ndarray, val_im
     for seed in seeds:
         idx = fewshot_indices(train_labels, fewshot_per_user, seed)
         x, y = train_images[idx], np.asarray(train_labels)[idx]
-        m = train_classifier(x, y, num_classes, seed=seed, **recipe,
+        m = train_classifier(x, y, num_classes, classifier, seed,
                              progress=f"few-shot seed {seed}, real only" if progress else None)
         real_only.append(accuracy(m, val_images, val_labels))
         m = train_classifier(np.concatenate([x, gen_images]), np.concatenate([y, np.asarray(gen_labels)]), num_classes,
-                             seed=seed, **recipe, progress=f"few-shot seed {seed}, + generated" if progress else None)
+                             classifier, seed, progress=f"few-shot seed {seed}, + generated" if progress else None)
         augmented.append(accuracy(m, val_images, val_labels))
     real_only, augmented = np.array(real_only), np.array(augmented)
     gain = augmented - real_only

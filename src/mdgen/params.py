@@ -1,16 +1,23 @@
-"""params.yaml: one schema, typed access, errors that name the key.
+"""params.yaml: each section a frozen dataclass that is its schema; typed access; errors that name the key.
 
-Defaults live in params.yaml only; this file says what each key must be. A key that
-is not in the schema, or a value of the wrong type or range, is an error that names
-the key, the value and what was expected -- before any stage writes anything. The same
-validation serves other yaml files of the same shape with their own schema (the tokenizer's
-training config, `mdgen.tools.tokenizer_train`), and the command-line options that stand in for a key
+One declaration per setting: a field below carries the key's type check, range and one-line meaning
+(`setting(...)`); params.yaml holds the values, and nothing here has a default for a key. `load` reads a
+whole file into `Params` (every key required, any other an error that names the file, the key, the value
+and what was expected, before any stage writes anything); a stage takes what dvc.yaml lists for it with
+`read(keys)`: a whole section comes as its object (`p["train"].lr`), a single key as its value. Library code
+takes a section object, never the file. The same machinery serves other YAML files with a root class of
+their own (`mdgen tokenizer-train`'s config) and the command-line options that stand in for a key
 (`mdgen generate --cfg-scale` for `sample.cfg_scale`): a range is declared once.
+
+Dataclasses rather than pydantic (installed with DVC): the checks are strict without configuration (a bool
+is not an integer, "0.1" is not a number), the messages keep their file/key/value/expectation form, and
+`mdgen split`, which validates the whole file, does not import pydantic (0.28 s here).
 """
 from __future__ import annotations
 
 import dataclasses
 import math
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, TypeVar
@@ -33,7 +40,8 @@ class Spec:
 
 
 def Int(lo: int | None = None, hi: int | None = None, optional: bool = False) -> Spec:
-    rng = f" in [{lo if lo is not None else '-inf'}, {hi if hi is not None else 'inf'}]"
+    rng = f" in {'[' if lo is not None else '('}{lo if lo is not None else '-inf'}, " \
+          f"{hi if hi is not None else 'inf'}{']' if hi is not None else ')'}"
     return Spec(int, lambda v: (lo is None or v >= lo) and (hi is None or v <= hi), "an integer" + rng, optional)
 
 
@@ -44,8 +52,8 @@ def Float(lo: float | None = None, hi: float | None = None, lo_open=False, hi_op
         if lo is not None and (v <= lo if lo_open else v < lo):
             return False
         return not (hi is not None and (v >= hi if hi_open else v > hi))
-    lb = ("(" if lo_open else "[") + (str(lo) if lo is not None else "-inf")
-    ub = (str(hi) if hi is not None else "inf") + (")" if hi_open else "]")
+    lb = ("(" if lo_open or lo is None else "[") + (str(lo) if lo is not None else "-inf")
+    ub = (str(hi) if hi is not None else "inf") + (")" if hi_open or hi is None else "]")
     return Spec((int, float), ok, f"a number in {lb}, {ub}", optional)
 
 
@@ -61,112 +69,293 @@ def Bool() -> Spec:
     return Spec(bool, None, "true or false")
 
 
-SCHEMA: dict[str, Spec] = {
-    "seed": Int(0),
-    "data.dir": Str(),
-    "data.image_size": Int(16, 4096),
-    "simulate.users": Int(2, 1000),
-    "simulate.images_per_user": Int(2, 100000),
-    "texture.images": Int(1),
-    "texture.reference": Str(optional=True),
-    "split.val_fraction": Float(0.0, 1.0, lo_open=True, hi_open=True),
-    "split.mode": Choice("blocks", "random"),
-    "split.block_size": Int(1),
-    "split.gap": Int(0),
-    "tokenizer.checkpoint": Str(),
-    # the `tokenizer` stage of tokenizer/dvc.yaml (mdgen.stages.tokenizer); model names: mdgen.tokenizer.CONFIGS
-    "tokenizer.fit.init": Str(),
-    "tokenizer.fit.model": Choice("init", "small-f16d32", "vavae-f16d32"),
-    "tokenizer.fit.steps": Int(1),
-    "tokenizer.fit.batch_size": Int(1),
-    "tokenizer.fit.crop": Int(16),
-    "tokenizer.fit.final_crop": Int(16, optional=True),
-    "tokenizer.fit.final_steps": Int(0),
-    "tokenizer.fit.lr": Float(0.0, 1.0, lo_open=True),
-    "tokenizer.fit.min_lr_ratio": Float(0.0, 1.0),
-    "tokenizer.fit.warmup_steps": Int(0),
-    "tokenizer.fit.weight_decay": Float(0.0),
-    "tokenizer.fit.kl_weight": Float(0.0),
-    "tokenizer.fit.l1_weight": Float(0.0),
-    "tokenizer.fit.l2_weight": Float(0.0),
-    "tokenizer.fit.grad_clip": Float(0.0, lo_open=True, optional=True),
-    "tokenizer.fit.init_logvar": Float(-30.0, 20.0, optional=True),
-    "tokenizer.fit.zero_init_residual": Bool(),
-    "tokenizer.fit.device": Choice("auto", "cpu", "cuda"),
-    "tokenizer.fit.threads": Int(0, 1024),
-    "tokenizer.fit.checkpoint_every": Int(1),
-    "tokenizer.fit.resume": Choice("auto", "never"),
-    "tokenizer.fit.save_dtype": Choice("float16", "bfloat16", "float32"),
-    "extract.batch_size": Int(1),
-    "extract.flip": Choice("none", "time", "doppler"),
-    "extract.sample_posterior": Bool(),
-    "extract.plot_per_user": Int(1, 16),
-    "extract.precision": Choice("auto", "fp32", "bf16", "fp16"),
-    "stats.reference": Str(optional=True),
-    "stats.source": Choice("data", "reference"),
-    # the names of mdgen.dit.LightningDiT_configs, spelled out because params.py does not import torch
-    # (`mdgen split` validates the whole file); tests/test_params.py checks that they agree
-    "model.name": Choice("LightningDiT-XL/1", "LightningDiT-XL/2", "LightningDiT-L/2", "LightningDiT-B/1",
-                         "LightningDiT-B/2", "LightningDiT-S/1", "LightningDiT-S/2", "LightningDiT-Tiny/1",
-                         "LightningDiT-Tiny/2"),
-    "model.class_dropout_prob": Float(0.0, 1.0, hi_open=True),
-    "model.use_qknorm": Bool(),
-    "train.max_steps": Int(1),
-    "train.batch_size": Int(1),
-    "train.lr": Float(0.0, 1.0, lo_open=True),
-    "train.weight_decay": Float(0.0),
-    "train.beta2": Float(0.0, 1.0, hi_open=True),
-    "train.warmup_steps": Int(0),
-    "train.lr_schedule": Choice("constant", "cosine", "wsd"),
-    "train.lr_decay_fraction": Float(0.0, 1.0, lo_open=True),
-    "train.grad_clip": Float(0.0, lo_open=True, optional=True),
-    "train.ema_decay": Float(0.0, 1.0),
-    "train.t_sampling": Choice("logit_normal", "uniform"),
-    "train.cos_weight": Float(0.0),
-    "train.latent_multiplier": Float(0.0, lo_open=True),
-    "train.use_flip": Bool(),
-    "train.checkpoint_every": Int(1),
-    "train.val_every": Int(1),
-    "train.resume": Choice("auto", "never"),
-    "train.accelerator": Choice("auto", "cpu", "gpu", "cuda", "mps"),
-    "train.devices": Spec((int, str), lambda v: (isinstance(v, int) and v >= 1) or v in ("auto", "-1"),
-                          "a positive integer or 'auto'"),
+def IntList(lo: int = 1, empty: bool = False) -> Spec:
+    return Spec(list, lambda v: (empty or len(v) > 0) and all(isinstance(x, int) and not isinstance(x, bool) and x >= lo
+                                                              for x in v),
+                f"a {'' if empty else 'non-empty '}list of integers >= {lo}")
+
+
+def setting(spec: Spec, meaning: str) -> Any:
+    """A key of the file: its check and its meaning. No default: the file holds the value."""
+    return dataclasses.field(metadata={"spec": spec, "meaning": meaning})
+
+
+# ----------------------------------------------------------------------------- params.yaml's sections
+
+@dataclass(frozen=True)
+class DataConfig:
+    dir: str = setting(Str(), "the images: one sub-folder per person (ID_1 ... ID_31)")
+    image_size: int = setting(Int(16, 4096), "side of the square images every stage works on (others are resized "
+                                             "and centre-cropped, `split` says how many and what is lost)")
+
+
+@dataclass(frozen=True)
+class SimulateConfig:
+    users: int = setting(Int(2, 1000), "simulated persons")
+    images_per_user: int = setting(Int(2, 100000), "spectrograms simulated per person")
+
+
+@dataclass(frozen=True)
+class TextureConfig:
+    images: int = setting(Int(1), "images the texture card of data.dir is computed on (a seeded draw)")
+    reference: str | None = setting(Str(optional=True), "texture card of a real set to measure distances to; "
+                                                        "null: figures only")
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    val_fraction: float = setting(Float(0.0, 1.0, lo_open=True, hi_open=True), "share of each person's images in val")
+    mode: str = setting(Choice("blocks", "random"), "blocks: consecutive windows of a recording never straddle "
+                                                     "train/val; random: a plain shuffle")
+    block_size: int = setting(Int(1), "files per contiguous block moved to val as a unit")
+    gap: int = setting(Int(0), "files dropped from train on each side of a val block")
+
+
+@dataclass(frozen=True)
+class TokenizerRecipe:
+    """How a tokenizer is trained or fine-tuned: what `vae_training.train_tokenizer` takes, besides the data and
+    the seed. Shared by params.yaml's `tokenizer.fit` and `mdgen tokenizer-train`'s `train` section."""
+    steps: int = setting(Int(1), "optimiser steps")
+    batch_size: int = setting(Int(1), "images (or crops) per step")
+    crop: int = setting(Int(16), "training window side: whole images, or crops on the latent grid")
+    final_crop: int | None = setting(Int(16, optional=True), "window side of an optional last phase (batch scaled "
+                                                             "to about the same pixels per step); null: none")
+    final_steps: int = setting(Int(0), "steps of that last phase (0 with final_crop null)")
+    lr: float = setting(Float(0.0, 1.0, lo_open=True), "AdamW peak learning rate, after warm-up, cosine to "
+                                                        "lr * min_lr_ratio")
+    min_lr_ratio: float = setting(Float(0.0, 1.0), "where the cosine ends, as a share of lr")
+    warmup_steps: int = setting(Int(0), "linear warm-up steps")
+    weight_decay: float = setting(Float(0.0), "AdamW weight decay")
+    beta1: float = setting(Float(0.0, 1.0, hi_open=True), "AdamW beta1")
+    beta2: float = setting(Float(0.0, 1.0, hi_open=True), "AdamW beta2")
+    kl_weight: float = setting(Float(0.0), "KL weight, LDM's convention (sums per image, as the VA-VAE)")
+    l1_weight: float = setting(Float(0.0), "weight of |x - x_hat| (images in [-1, 1])")
+    l2_weight: float = setting(Float(0.0), "weight of (x - x_hat)^2: PSNR is an MSE, L2 on top of L1")
+    grad_clip: float | None = setting(Float(0.0, lo_open=True, optional=True), "gradient-norm clip; null: none")
+    init_logvar: float | None = setting(Float(-30.0, 20.0, optional=True), "from scratch only: start value of the "
+                                                                           "posterior log-variance; null: torch's init")
+    zero_init_residual: bool = setting(Bool(), "from scratch only: residual branches start at zero")
+
+
+@dataclass(frozen=True)
+class TokenizerFitConfig(TokenizerRecipe):
+    """The `tokenizer` stage (tokenizer/dvc.yaml): used only when tokenizer.checkpoint is its output."""
+    init: str = setting(Str(), "weights to fine-tune: the shipped tokenizer, or the released VA-VAE .pt")
+    # the names of mdgen.tokenizer.CONFIGS (tests/test_tokenizer.py checks them): params.py does not import torch
+    model: str = setting(Choice("init", "small-f16d32", "vavae-f16d32"),
+                         "init: fine-tune `init`; a name: train that architecture from scratch")
+    device: str = setting(Choice("auto", "cpu", "cuda"), "auto: the first GPU if there is one, else the CPU")
+    threads: int = setting(Int(0, 1024), "CPU threads (0: torch's default); the weights depend on it bitwise")
+    checkpoint_every: int = setting(Int(1), "steps between resume files (models/tokenizer/resume.pt)")
+    resume: str = setting(Choice("auto", "never"), "auto: continue resume.pt if recipe, train files and init "
+                                                   "match; never: start over")
+    save_dtype: str = setting(Choice("float16", "bfloat16", "float32"), "dtype of the weights on disk")
+
+
+@dataclass(frozen=True)
+class TokenizerConfig:
+    checkpoint: str = setting(Str(), "the tokenizer that encodes and decodes: the shipped one, the released "
+                                     "VA-VAE .pt, or models/tokenizer/tokenizer.safetensors (fitted)")
+    fit: TokenizerFitConfig
+
+
+@dataclass(frozen=True)
+class ExtractConfig:
+    batch_size: int = setting(Int(1), "images per encoder batch")
+    flip: str = setting(Choice("none", "time", "doppler"), "also store flipped latents (time: horizontal; doppler: "
+                                                          "vertical = reversed walking direction)")
+    sample_posterior: bool = setting(Bool(), "encode with posterior.sample() as upstream; false: the mean")
+    plot_per_user: int = setting(Int(1, 16), "reconstructions drawn per person")
+    precision: str = setting(Choice("auto", "fp32", "bf16", "fp16"), "auto: bf16 on CUDA cards of compute "
+                                                                    "capability >= 8.0, fp16 on older, fp32 on CPUs")
+
+
+@dataclass(frozen=True)
+class StatsConfig:
+    reference: str | None = setting(Str(optional=True), "a published latents_stats.pt (e.g. the VA-VAE's ImageNet "
+                                                        "one); null: none")
+    source: str = setting(Choice("data", "reference"), "which statistics training normalises with")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    # the names of mdgen.dit.LightningDiT_configs (tests/test_params.py checks them): params.py does not import torch
+    name: str = setting(Choice("LightningDiT-XL/1", "LightningDiT-XL/2", "LightningDiT-L/2", "LightningDiT-B/1",
+                               "LightningDiT-B/2", "LightningDiT-S/1", "LightningDiT-S/2", "LightningDiT-Tiny/1",
+                               "LightningDiT-Tiny/2"), "a size of the registry in mdgen.dit")
+    class_dropout_prob: float = setting(Float(0.0, 1.0, hi_open=True), "label dropout that trains the "
+                                                                       "unconditional model for CFG")
+    use_qknorm: bool = setting(Bool(), "RMS-normalise queries and keys (off in upstream's shipped configs)")
+    # not in params.yaml: constructor arguments over the preset, for tests and notebooks that shrink a size
+    overrides: dict = dataclasses.field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    max_steps: int = setting(Int(1), "optimiser steps")
+    batch_size: int = setting(Int(1), "latents per step (per device)")
+    lr: float = setting(Float(0.0, 1.0, lo_open=True), "AdamW peak learning rate")
+    weight_decay: float = setting(Float(0.0), "AdamW weight decay")
+    beta2: float = setting(Float(0.0, 1.0, hi_open=True), "AdamW beta2 (beta1 is 0.9)")
+    warmup_steps: int = setting(Int(0), "linear warm-up steps")
+    lr_schedule: str = setting(Choice("constant", "cosine", "wsd"), "constant | cosine (to zero at max_steps) | "
+                                                                    "wsd (hold, then linear to zero)")
+    lr_decay_fraction: float = setting(Float(0.0, 1.0, lo_open=True), "wsd: share of the steps spent decaying")
+    grad_clip: float | None = setting(Float(0.0, lo_open=True, optional=True), "gradient-norm clip; null: none")
+    ema_decay: float = setting(Float(0.0, 1.0), "EMA weights' decay per step (horizon ~ 1 / (1 - decay) steps)")
+    t_sampling: str = setting(Choice("logit_normal", "uniform"), "how flow times are drawn")
+    cos_weight: float = setting(Float(0.0), "weight of upstream's cosine (direction) loss beside the MSE")
+    latent_multiplier: float = setting(Float(0.0, lo_open=True), "normalised latents are scaled by this")
+    use_flip: bool = setting(Bool(), "take latents_flip with p = 0.5 when extract.flip wrote it")
+    checkpoint_every: int = setting(Int(1), "steps between models/dit/last.ckpt: a killed run loses at most these")
+    val_every: int = setting(Int(1), "steps between validations")
+    resume: str = setting(Choice("auto", "never"), "auto: continue models/dit/last.ckpt if its configuration "
+                                                   "matches; never: start over")
+    accelerator: str = setting(Choice("auto", "cpu", "gpu", "cuda", "mps"), "Lightning's accelerator")
+    devices: int | str = setting(Spec((int, str), lambda v: (isinstance(v, int) and v >= 1) or v in ("auto", "-1"),
+                                      "a positive integer or 'auto'"), "Lightning's devices")
     # only what is tested: fsdp would shard the EMA weights that rank zero saves, ddp_spawn pickles the module
-    "train.strategy": Choice("auto", "ddp"),
-    "train.precision": Choice("auto", "32-true", "bf16-mixed", "16-mixed", "bf16-true"),
-    "train.compile": Bool(),
-    "train.deterministic": Bool(),
-    "train.num_workers": Int(0),
-    "train.init_from": Str(optional=True),
-    "sample.images_per_user": Int(1),
-    "sample.steps": Int(1, 10000),
-    "sample.method": Choice("euler", "heun", "dopri5"),
-    "sample.cfg_scale": Float(0.0),
-    "sample.cfg_interval_start": Float(0.0, 1.0),
-    "sample.timestep_shift": Float(0.0, lo_open=True),
-    "sample.guidance_channels": Choice("all", "first3"),
-    "sample.batch_size": Int(1),
-    "sample.plot_per_user": Int(1, 16),
-    "sample.precision": Choice("auto", "fp32", "bf16", "fp16"),
-    "classifier.image_size": Int(16, 1024),
-    "classifier.width": Int(1, 512),
-    "classifier.steps": Int(1),
-    "classifier.batch_size": Int(1),
-    "classifier.lr": Float(0.0, 1.0, lo_open=True),
-    "classifier.weight_decay": Float(0.0),
-    "classifier.augment": Bool(),
-    "classifier.threads": Int(0, 1024),
-    "evaluate.fewshot_per_user": Int(1),
-    "evaluate.fewshot_steps": Int(1),
-    "evaluate.seeds": Int(1, 100),
-    "evaluate.floor_subsets": Int(1),
-    "evaluate.kid_subsets": Int(1),
-    "evaluate.kid_subset_size": Int(2),
-    "evaluate.precision_recall_k": Int(1),
-    "evaluate.density_coverage_k": Int(1),
-    "evaluate.memorisation_percentile": Float(0.0, 100.0, lo_open=True, hi_open=True),
-    "evaluate.plot_pairs": Int(1, 64),
-}
+    strategy: str = setting(Choice("auto", "ddp"), "auto | ddp (devices > 1: one process per device)")
+    precision: str = setting(Choice("auto", "32-true", "bf16-mixed", "16-mixed", "bf16-true"),
+                             "auto: bf16-mixed where bf16 is native (GPUs of compute capability >= 8.0, CPUs with "
+                             "AVX512-BF16/AMX), 16-mixed on older GPUs, else 32-true")
+    compile: bool = setting(Bool(), "torch.compile the model (falls back to eager if the compiler fails)")
+    deterministic: bool = setting(Bool(), "deterministic kernels: reruns and resumes byte-identical")
+    num_workers: int = setting(Int(0), "DataLoader worker processes")
+    init_from: str | None = setting(Str(optional=True), "an upstream LightningDiT checkpoint to start from (what "
+                                                        "does not fit is skipped and reported); null: random init")
+    # not in params.yaml: upstream's values, and how often the curves get a row
+    t_mean: float = 0.0
+    t_std: float = 1.0
+    val_t: tuple[float, ...] = (0.1, 0.3, 0.5, 0.7, 0.9)
+    log_every: int = 10
+
+    def __post_init__(self):
+        if self.init_from is not None:  # a Path would not load back from last.ckpt with weights_only
+            object.__setattr__(self, "init_from", str(self.init_from))
+
+    @property
+    def betas(self) -> tuple[float, float]:
+        return (0.9, self.beta2)
+
+
+@dataclass(frozen=True)
+class SampleConfig:
+    images_per_user: int = setting(Int(1), "samples per person")
+    steps: int = setting(Int(1, 10000), "solver steps (euler: one model evaluation each, heun: two)")
+    method: str = setting(Choice("euler", "heun"), "ODE solver")
+    cfg_scale: float = setting(Float(0.0), "classifier-free guidance scale (1: none)")
+    cfg_interval_start: float = setting(Float(0.0, 1.0), "no guidance while t < start (t = 0 is noise)")
+    timestep_shift: float = setting(Float(0.0, lo_open=True), "upstream's grid bend t' = s t / (1 + (s - 1) t); "
+                                                              "1: uniform")
+    guidance_channels: str = setting(Choice("all", "first3"), "all | first3 (upstream's DiT-inherited quirk)")
+    batch_size: int = setting(Int(1), "images per model batch")
+    plot_per_user: int = setting(Int(1, 16), "samples drawn per person in plots/samples.png")
+    precision: str = setting(Choice("auto", "fp32", "bf16", "fp16"), "auto: bf16 where native (GPUs of compute "
+                             "capability >= 8.0, CPUs with AVX512-BF16/AMX), fp16 on older GPUs, else fp32")
+
+    def nfe(self) -> float:
+        """Model evaluations per image at guided steps (CFG counts both halves)."""
+        return float(self.steps * {"euler": 1, "heun": 2}[self.method] * (2 if self.cfg_scale != 1.0 else 1))
+
+
+@dataclass(frozen=True)
+class ClassifierConfig:
+    """The judge of `evaluate` (a ResNet-18-style CNN trained on the real train split only); its recipe also
+    trains the train-on-synthetic and the few-shot classifiers."""
+    image_size: int = setting(Int(16, 1024), "inputs resized to this square")
+    width: int = setting(Int(1, 512), "first-stage channels (stages w, 2w, 4w, 8w; features 8w)")
+    steps: int = setting(Int(1), "optimiser steps (not epochs: equal compute whatever the set size)")
+    batch_size: int = setting(Int(1), "images per step")
+    lr: float = setting(Float(0.0, 1.0, lo_open=True), "AdamW peak; 5 % warm-up, cosine to zero")
+    weight_decay: float = setting(Float(0.0), "AdamW weight decay")
+    augment: bool = setting(Bool(), "random time shifts (gait phase); never along Doppler, which is identity")
+    threads: int = setting(Int(0, 1024), "CPU threads for classifier and evaluate (0: torch's default)")
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    fewshot_per_user: int = setting(Int(1), "real train images per person in the augmentation-gain experiment")
+    fewshot_steps: int = setting(Int(1), "classifier steps of each few-shot run (both arms alike)")
+    seeds: int = setting(Int(1, 100), "few-shot draws and trainings (seed, seed + 1, ...)")
+    floor_subsets: int = setting(Int(1), "disjoint real train subsets of the samples' size the FID floor is "
+                                         "averaged over")
+    kid_subsets: int = setting(Int(1), "KID subsets")
+    kid_subset_size: int = setting(Int(2), "images per KID subset (smaller than the sample set, so subsets differ)")
+    precision_recall_k: int = setting(Int(1), "k of the k-NN radii of precision/recall (Kynkaanniemi et al. 2019)")
+    density_coverage_k: int = setting(Int(1), "k of density/coverage (Naeem et al. 2020)")
+    memorisation_percentile: float = setting(Float(0.0, 100.0, lo_open=True, hi_open=True),
+                                             "a sample is memorised when nearer to train than this percentile of "
+                                             "real val")
+    plot_pairs: int = setting(Int(1, 64), "closest generated/train pairs drawn")
+
+
+@dataclass(frozen=True)
+class Params:
+    """The whole of params.yaml."""
+    # numpy's and Lightning's seeding take 32 bits
+    seed: int = setting(Int(0, 2**32 - 1), "every random draw of the pipeline follows it")
+    data: DataConfig
+    simulate: SimulateConfig
+    texture: TextureConfig
+    split: SplitConfig
+    tokenizer: TokenizerConfig
+    extract: ExtractConfig
+    stats: StatsConfig
+    model: ModelConfig
+    train: TrainConfig
+    sample: SampleConfig
+    classifier: ClassifierConfig
+    evaluate: EvaluateConfig
+
+
+# ----------------------------------------------------------------------------- schema from the classes
+
+def _sections(cls: type) -> dict[str, type]:
+    """The fields of `cls` that are sections (dataclass-typed), by name."""
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)
+            if "spec" not in f.metadata and dataclasses.is_dataclass(hints[f.name])}
+
+
+def schema(root: type, prefix: str = "") -> dict[str, Spec]:
+    """{'section.key': Spec} of every setting under the dataclass `root`, in declaration order."""
+    out: dict[str, Spec] = {}
+    sections = _sections(root)
+    for f in dataclasses.fields(root):
+        if "spec" in f.metadata:
+            out[prefix + f.name] = f.metadata["spec"]
+        elif f.name in sections:
+            out.update(schema(sections[f.name], f"{prefix}{f.name}."))
+    return out
+
+
+def meanings(root: type = None, prefix: str = "") -> dict[str, str]:
+    """{'section.key': one-line meaning} of every setting under `root` (default: params.yaml's)."""
+    root = root or Params
+    out: dict[str, str] = {}
+    sections = _sections(root)
+    for f in dataclasses.fields(root):
+        if "spec" in f.metadata:
+            out[prefix + f.name] = f.metadata["meaning"]
+        elif f.name in sections:
+            out.update(meanings(sections[f.name], f"{prefix}{f.name}."))
+    return out
+
+
+def build(cls: type[T], flat: dict[str, Any], prefix: str = "") -> T:
+    """An instance of the dataclass `cls` from validated flat values ('section.key' -> value)."""
+    sections = _sections(cls)
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if "spec" in f.metadata:
+            kwargs[f.name] = flat[prefix + f.name]
+        elif f.name in sections:
+            kwargs[f.name] = build(sections[f.name], flat, f"{prefix}{f.name}.")
+    return cls(**kwargs)
+
+
+SCHEMA: dict[str, Spec] = schema(Params)
 
 
 def _flatten(tree: dict, prefix: str = "", schema: dict[str, Spec] = SCHEMA) -> dict[str, Any]:
@@ -249,22 +438,37 @@ def load_params(path: str | Path = "params.yaml", schema: dict[str, Spec] = SCHE
     return flat
 
 
-def section_keys(section: str) -> list[str]:
-    """Every schema key of one params.yaml section, e.g. all `train.*` keys, in schema order."""
-    return [k for k in SCHEMA if k.startswith(section + ".")]
+def load(path: str | Path = "params.yaml", root: type[T] = Params) -> T:
+    """A whole file, validated, as its root dataclass (default: params.yaml as `Params`)."""
+    return build(root, load_params(path, schema(root)))
 
 
 def read(keys: list[str], path: str | Path = "params.yaml") -> dict[str, Any]:
-    """The validated values of `keys` (a stage reads only what dvc.yaml lists for it)."""
+    """What a stage reads, exactly as dvc.yaml lists it for the stage: a section name (`train`, `tokenizer.fit`)
+    gives the section's object, a key (`data.image_size`) its value. The whole file is validated."""
     flat = load_params(path)
-    return {k: flat[k] for k in keys}
+    out = {}
+    for key in keys:
+        if key in SCHEMA:
+            out[key] = flat[key]
+            continue
+        node: Any = Params
+        for part in key.split("."):
+            node = _sections(node).get(part) if dataclasses.is_dataclass(node) else None
+        if node is None:
+            raise ParamsError(f"{key!r} is neither a key nor a section of params.yaml")
+        out[key] = build(node, flat, key + ".")
+    return out
 
 
-def keys_for(cls: type, section: str) -> list[str]:
-    """The params keys `section.<field>` of a dataclass whose fields are named as the section's keys."""
-    return [f"{section}.{f.name}" for f in dataclasses.fields(cls)]
-
-
-def as_dataclass(cls: type[T], p: dict[str, Any], section: str) -> T:
-    """`cls(field=p['section.field'], ...)`: hands a library the values of one section as plain arguments."""
-    return cls(**{f.name: p[f"{section}.{f.name}"] for f in dataclasses.fields(cls)})
+def describe(path: str | Path = "params.yaml", section: str | None = None) -> str:
+    """`mdgen params`: every key (of one section) with its value in `path`, what it takes and what it means."""
+    flat = load_params(path)
+    rows = [(key, repr(flat[key]), SCHEMA[key].expect + (" or null" if SCHEMA[key].optional else ""), meaning)
+            for key, meaning in meanings().items() if section is None or key.startswith(section + ".")
+            or key == section]
+    if not rows:
+        raise ParamsError(f"{path}: no section or key {section!r} (sections: "
+                          f"{', '.join(sorted({k.split('.')[0] for k in SCHEMA}))})")
+    width = max(len(k) + len(v) for k, v, _, _ in rows) + 3
+    return "\n".join(f"{f'{k} = {v}':<{width}} {meaning} ({expect})" for k, v, expect, meaning in rows)

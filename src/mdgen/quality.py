@@ -1,46 +1,51 @@
-"""Image reconstruction quality: PSNR and SSIM on uint8 RGB images."""
+"""Image reconstruction quality: PSNR and SSIM on uint8 RGB images, via torchmetrics.functional.
+
+SSIM in float32: torchmetrics' float64 path has no fast CPU convolution for the full 11x11 window (the one
+reason the project once hand-wrote it), while float32 agrees with float64 far below the figures' precision
+(`python benchmarks/quality_speed.py` prints speed and agreement; benchmarks/README.md has them).
+"""
 from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
+
+# Wang et al. 2004 reference settings, so figures compare with published ones. torchmetrics sizes a
+# Gaussian window from sigma (int(3.5 sigma + 0.5) * 2 + 1 = 11 at 1.5; its kernel_size is then unused).
+SSIM_SIGMA, SSIM_K1, SSIM_K2, PEAK = 1.5, 0.01, 0.03, 255.0
+SSIM_BORDER = 5  # (11 - 1) // 2: window centres closer to an edge see pixels outside the image
+
+
+def _nchw(x: np.ndarray | torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """uint8 [N,H,W,C] array or tensor (any strides) -> [N,C,H,W] of `dtype`."""
+    # left channels-last, not made contiguous: torch's float32 CPU convolution is faster on it
+    # (benchmarks/README.md, "Measured in passing")
+    return torch.as_tensor(np.ascontiguousarray(x)).permute(0, 3, 1, 2).to(dtype)
 
 
 def psnr(a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor) -> np.ndarray:
     """Per-image PSNR in dB of uint8 images [N,H,W,C] (peak 255); identical images give inf."""
-    a, b = (torch.as_tensor(np.ascontiguousarray(x)).double() for x in (a, b))
-    mse = ((a - b) ** 2).flatten(1).mean(1)
-    return (10 * torch.log10(255.0**2 / mse)).numpy()
-
-
-def _gaussian_1d(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
-    x = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
-    g = torch.exp(-(x**2) / (2 * sigma**2))
-    return g / g.sum()
+    # float64: exact squared-error sums, and cheap here (its log constants stay float32: 1e-6 dB)
+    x, y = _nchw(a, torch.float64), _nchw(b, torch.float64)
+    return peak_signal_noise_ratio(x, y, data_range=PEAK, reduction="none", dim=(1, 2, 3)).numpy()
 
 
 def ssim(a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor, chunk: int = 16) -> np.ndarray:
-    """Per-image SSIM of uint8 images [N,H,W,C], averaged over channels.
+    """Per-image SSIM of uint8 images [N,H,W,C]: the mean over channels and valid pixels.
 
-    Wang et al. 2004: 11x11 Gaussian window (sigma 1.5), K1=0.01, K2=0.03, L=255, valid
-    region only -- the common reference settings, so figures compare with published ones.
-    The 2-D Gaussian is the outer product of two 1-D ones, so the blur runs as an 11-tap row pass
-    and an 11-tap column pass (22 instead of 121 multiply-adds per pixel, which matters in float64: it
-    has no fast CPU convolution; timing in benchmarks/README.md), `chunk` images at a time.
+    Wang et al. 2004: 11x11 Gaussian window (sigma 1.5), K1=0.01, K2=0.03, L=255, each channel on its
+    own, averaged over the valid region only (window inside the image, as skimage and the reference
+    code do). torchmetrics reflect-pads by 5 pixels and, since 1.5, also averages over that border
+    (before 1.5 it cropped it), which moves SSIM by up to 5e-3 on spectrograms; so the per-pixel map
+    (`return_full_image`) is cropped here, which gives the valid-region value under every version.
+    The one difference left: it clamps variances that float rounding makes negative to 0.
+    `chunk` images at a time bound the memory (5 blurred float32 maps per image).
     """
-    a, b = np.asarray(a), np.asarray(b)
-    g = _gaussian_1d()
     out = []
     for i in range(0, len(a), chunk):
-        x = torch.as_tensor(np.ascontiguousarray(a[i:i + chunk])).double().permute(0, 3, 1, 2)
-        y = torch.as_tensor(np.ascontiguousarray(b[i:i + chunk])).double().permute(0, 3, 1, 2)
-        n, c = x.shape[:2]
-        # the five maps to blur as channels of one tensor: x, y, x^2, y^2, xy
-        maps = torch.cat([x, y, x * x, y * y, x * y], dim=1).reshape(n * 5 * c, 1, *x.shape[2:])
-        maps = F.conv2d(F.conv2d(maps, g.view(1, 1, 1, -1)), g.view(1, 1, -1, 1))
-        mu_a, mu_b, aa, bb, ab = maps.reshape(n, 5, c, *maps.shape[2:]).unbind(1)
-        var_a, var_b, cov = aa - mu_a**2, bb - mu_b**2, ab - mu_a * mu_b
-        c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
-        s = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
-        out.append(s.mean(dim=(1, 2, 3)))
+        x, y = _nchw(a[i:i + chunk], torch.float32), _nchw(b[i:i + chunk], torch.float32)
+        _, full = structural_similarity_index_measure(x, y, sigma=SSIM_SIGMA, data_range=PEAK, k1=SSIM_K1,
+                                                      k2=SSIM_K2, reduction="none", return_full_image=True)
+        valid = full[..., SSIM_BORDER:-SSIM_BORDER, SSIM_BORDER:-SSIM_BORDER]  # (n, C, H - 10, W - 10)
+        out.append(valid.double().mean(dim=(1, 2, 3)))
     return torch.cat(out).numpy() if out else np.zeros(0)

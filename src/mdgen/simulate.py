@@ -13,7 +13,8 @@ frames, three consecutive frames averaged in power, after a receiver whose I/Q m
 leaves a faint mirror image. The dB spectrogram is cropped to the image
 velocity axis (+-3.8 m/s, zero in the middle), its top 46 dB painted with matplotlib's `jet`
 (the noise floor falls below the scale: flat navy), positive velocity up, like the real 77 GHz
-FMCW gait data this project targets (256x256 RGB PNG, one folder per person). The texture card
+FMCW gait data this project targets (256x256 RGB PNG, one folder per person); the colour scale and
+the image axes are `mdgen.spectrogram`'s, which reads such images back. The texture card
 (`mdgen.texture`, the `texture` stage) holds the images against a real set's figures.
 
 Velocity throughout is Doppler velocity lambda*f_D/2: positive approaches the radar, so a
@@ -39,14 +40,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from matplotlib import colormaps
 from PIL import Image
 from scipy import ndimage, signal
 from scipy.interpolate import PchipInterpolator
 from tqdm import tqdm
 
-from mdgen.errors import BadFileError
 from mdgen.io import atomic_path
+from mdgen.spectrogram import IMAGE_DURATION_S, IMAGE_V_MAX_MPS, db_to_level, level_to_rgb, time_axis, velocity_axis
 
 SPEED_OF_LIGHT = 299_792_458.0
 
@@ -63,8 +63,7 @@ class RadarConfig:
     # Doppler sampling rate (>= 6.4 kHz). The toes of the default population peak at up to
     # ~4.1 x 1.62 = 6.7 m/s (fast walkers), under the Nyquist velocity prf*lambda/4 = 7.8 m/s.
     prf_hz: float = 8000.0
-    # about two gait cycles (four steps) of an average walker (D_c ~ 1.1 s), as in the real data
-    duration_s: float = 2.3
+    duration_s: float = IMAGE_DURATION_S  # the real data's image span (mdgen.spectrogram says why)
     # One Doppler frame: 320 chirps, 40 ms, the coherent processing interval of a 77 GHz FMCW
     # board's frame. Its Hann resolution of ~0.07 m/s spans 2-3 image rows, so the image is smooth
     # along Doppler at pixel scale, as real spectrograms are (a 96 ms window made every row its own
@@ -72,10 +71,7 @@ class RadarConfig:
     window_s: float = 0.04
     nfft: int = 512                  # zero-padded to about one FFT bin per image row
     image_size: int = 256
-    # Image rows span +-image_v_max with zero velocity in the middle row, as a fftshift-ed
-    # Doppler axis does. 3.8 m/s puts a 0.9-1.6 m/s torso at rows 157-183 (the real data's
-    # torso band sits at rows 157-185) and leaves room below it for limbs reaching ~3x the torso.
-    image_v_max: float = 3.8
+    image_v_max: float = IMAGE_V_MAX_MPS  # rows span +-image_v_max, zero in the middle (mdgen.spectrogram says why)
     radar_height_m: float = 1.0      # tripod-mounted evaluation board
     # Pelvis range at the first pulse. The walker recedes 2-4 m during an image, so the 1/R^4
     # power loss dims the end by 6-10 dB; closer starts would make that trend dominate.
@@ -142,16 +138,13 @@ class RadarConfig:
 
 
 def image_velocity_axis(radar: RadarConfig = RadarConfig(), size: int | None = None) -> np.ndarray:
-    """Velocity (m/s) at the centre of each image row, top row first (positive velocity up)."""
-    size = size or radar.image_size
-    step = 2.0 * radar.image_v_max / size
-    return radar.image_v_max - (np.arange(size) + 0.5) * step
+    """Velocity (m/s) at the centre of each row of `radar`'s images, top row first (positive velocity up)."""
+    return velocity_axis(size or radar.image_size, radar.image_v_max)
 
 
 def image_time_axis(radar: RadarConfig = RadarConfig(), size: int | None = None) -> np.ndarray:
-    """Time (s) at the centre of each image column."""
-    size = size or radar.image_size
-    return np.linspace(0.0, radar.duration_s, size)
+    """Time (s) at the centre of each column of `radar`'s images."""
+    return time_axis(size or radar.image_size, radar.duration_s)
 
 
 # --------------------------------------------------------------------------------------
@@ -699,12 +692,8 @@ def _stft_power(x: np.ndarray, radar: RadarConfig) -> tuple[np.ndarray, np.ndarr
 # Image
 # --------------------------------------------------------------------------------------
 
-# matplotlib's jet with its default 256-entry lookup table, as plt.imsave would paint it
-JET_LUT = np.round(colormaps["jet"](np.arange(256))[:, :3] * 255).astype(np.uint8)
-
-
 def spectrogram_to_rgb(spec_or_db, dynamic_range_db: float, size: int = 256) -> np.ndarray:
-    """Paint a spectrogram with jet: dB relative to the image maximum, clipped to the range.
+    """Paint a spectrogram with jet (mdgen.spectrogram): dB relative to the image maximum, clipped to the range.
 
     `spec_or_db` is a Spectrogram (cropped to its image velocity axis) or a dB array already on
     the image grid (rows: positive velocity first). Returns uint8 [size, size, 3], no axes.
@@ -716,9 +705,7 @@ def spectrogram_to_rgb(spec_or_db, dynamic_range_db: float, size: int = 256) -> 
         if db.shape != (size, size):
             img = Image.fromarray(db.astype(np.float32), mode="F").resize((size, size), Image.BILINEAR)
             db = np.asarray(img, dtype=np.float64)
-    level = np.clip((db - db.max()) / dynamic_range_db + 1.0, 0.0, 1.0)
-    index = np.minimum((level * 256).astype(int), 255)  # matplotlib's float -> LUT index rule
-    return JET_LUT[index]
+    return level_to_rgb(db_to_level(db, dynamic_range_db))
 
 
 def png_bytes(rgb: np.ndarray) -> bytes:
@@ -809,28 +796,3 @@ def simulate_dataset(out_dir, n_users: int, images_per_user: int, seed: int,
     seconds = time.perf_counter() - t0
     return {"out_dir": str(out_dir), "users": n_users, "images": len(jobs), "seconds": round(seconds, 2),
             "s_per_image": round(seconds / len(jobs), 4), "workers": workers}
-
-
-def image_axes(data_dir: str | Path, height: int, width: int) -> tuple[np.ndarray, np.ndarray, dict | None, str]:
-    """(velocity per row, time per column, users.json or None, source) for images of height x width.
-
-    Simulated data: the axes its users.json records (`image_axes`: row-centre velocities of the
-    top and bottom rows, first and last column times), rescaled to the image size. Other data:
-    the simulator's default axes are assumed, so absolute numbers are approximate while the
-    generated-vs-real comparison stays on one scale.
-    """
-    manifest_path = Path(data_dir) / "users.json"
-    if not manifest_path.is_file():
-        radar = RadarConfig()
-        return image_velocity_axis(radar, height), image_time_axis(radar, width), None, "assumed (simulator defaults)"
-    manifest = json.loads(manifest_path.read_text())
-    try:
-        v, t = manifest["image_axes"]["velocity_mps"], manifest["image_axes"]["time_s"]
-        step = (v["top"] - v["bottom"]) / (v["rows"] - 1)
-        top_edge, bottom_edge = v["top"] + step / 2, v["bottom"] - step / 2
-        first, last = t["first"], t["last"]
-    except (KeyError, TypeError, ZeroDivisionError) as e:
-        raise BadFileError(f"{manifest_path}: no usable image_axes ({e!r}); "
-                         "expected the simulator's users.json") from None
-    velocity = top_edge - (np.arange(height) + 0.5) * (top_edge - bottom_edge) / height
-    return velocity, np.linspace(first, last, width), manifest, "users.json"

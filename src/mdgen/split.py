@@ -8,7 +8,6 @@ side of a val run from train, so no val file has a train neighbour.
 """
 from __future__ import annotations
 
-import json
 import random
 import re
 from pathlib import Path
@@ -18,7 +17,8 @@ from PIL import Image, UnidentifiedImageError
 
 from mdgen.errors import BadFileError, DataError, MissingFileError
 from mdgen.images import crop_plan
-from mdgen.io import list_images, list_users, natural_key
+from mdgen.io import list_images, list_users, natural_key, read_json
+from mdgen.params import SplitConfig
 
 if TYPE_CHECKING:
     import torch
@@ -66,25 +66,21 @@ def _too_few(folder: Path, n: int) -> str | None:
             "so that train and val are both non-empty")
 
 
-def _outside(path: Path, root: Path) -> Path | None:
-    """The target of `path` if it is a symlink that resolves outside `root` (resolved), else None."""
-    if not path.is_symlink():
-        return None
-    target = path.resolve()
-    return None if target.is_relative_to(root) else target
+def _link_target(path: Path) -> Path | None:
+    """Where `path` leads if it is a symlink, else None."""
+    return path.resolve() if path.is_symlink() else None
 
 
 def check_data(data_dir: str | Path) -> dict[tuple[int, int], list[Path]]:
     """Every image of every person folder decoded once; the files by (width, height), in data order.
 
     The whole folder is checked before anything is raised: unreadable (truncated, empty, not an image)
-    files, person folders with fewer than 2 images, and symlinks (person folders or images) that leave
-    `data_dir`, which DVC does not track. All problems come in one DataError, by person folder, one line
+    files, person folders with fewer than 2 images, and symlinks (person folders or images), whose targets
+    DVC does not track: even one pointing inside `data_dir` adds a person or an image that DVC never hashes. All problems come in one DataError, by person folder, one line
     each naming the file and the reason; a single problem is one line.
     """
     data_dir = Path(data_dir)
     list_users(data_dir)  # its errors first: no such folder, no person folders in it
-    root = data_dir.resolve()
     problems: list[tuple[str, str]] = []  # (person folder, what is wrong)
     symlinks = False
     sizes: dict[tuple[int, int], list[Path]] = {}
@@ -92,18 +88,16 @@ def check_data(data_dir: str | Path) -> dict[tuple[int, int], list[Path]]:
     for folder in sorted(data_dir.iterdir(), key=lambda p: natural_key(p.name)):
         if folder.name.startswith(".") or not folder.is_dir():
             continue
-        if target := _outside(folder, root):
-            problems.append((folder.name, f"person folder {folder} is a symlink to {target}, "
-                                          f"outside the data folder {data_dir}"))
+        if target := _link_target(folder):
+            problems.append((folder.name, f"person folder {folder} is a symlink to {target}"))
             symlinks = True
             continue
         images = list_images(folder)
         if msg := _too_few(folder, len(images)):
             problems.append((folder.name, msg))
         for p in images:
-            if target := _outside(p, root):
-                problems.append((folder.name, f"image {p} is a symlink to {target}, "
-                                              f"outside the data folder {data_dir}"))
+            if target := _link_target(p):
+                problems.append((folder.name, f"image {p} is a symlink to {target}"))
                 symlinks = True
             elif isinstance(size := decode(p), str):
                 problems.append((folder.name, f"unreadable image {p}: {size}"))
@@ -182,36 +176,34 @@ def _neighbours(files: list[str], val: set[str], gap: int) -> set[str]:
     return out
 
 
-def split_user(files: list[str], val_fraction: float, rng: random.Random, mode: str,
-               block_size: int = 6, gap: int = 1) -> tuple[list[str], list[str], list[str]]:
+def split_user(files: list[str], config: SplitConfig, rng: random.Random) -> tuple[list[str], list[str], list[str]]:
     """(train, val, dropped) file names for one user; at least one of each of train and val."""
-    n_val = min(max(1, round(val_fraction * len(files))), len(files) - 1)
-    if mode == "random":
+    n_val = min(max(1, round(config.val_fraction * len(files))), len(files) - 1)
+    if config.mode == "random":
         shuffled = files[:]
         rng.shuffle(shuffled)
         val = set(shuffled[:n_val])
         dropped: set[str] = set()
-    elif mode == "blocks":
-        blocks = _blocks(files, block_size)
+    elif config.mode == "blocks":
+        blocks = _blocks(files, config.block_size)
         rng.shuffle(blocks)
         val = set()
         for b in blocks:
             if len(val) >= n_val:
                 break
             val.update(b[: n_val - len(val)])
-        dropped = _neighbours(files, val, gap)
+        dropped = _neighbours(files, val, config.gap)
         if len(dropped) >= len(files) - len(val):
             # a tiny user folder: keep train non-empty rather than fail, at the price of a neighbour
             dropped = set()
     else:
-        raise ValueError(f"split mode {mode!r}: expected 'blocks' or 'random'")
+        raise ValueError(f"split mode {config.mode!r}: expected 'blocks' or 'random'")
     train = [f for f in files if f not in val and f not in dropped]
     return train, [f for f in files if f in val], [f for f in files if f in dropped]
 
 
-def make_split(data_dir: str | Path, val_fraction: float, seed: int, mode: str = "blocks",
-               block_size: int = 6, gap: int = 1, verify_images: bool = True) -> dict:
-    """The split manifest: users in label order and per-user train/val file names.
+def make_split(data_dir: str | Path, config: SplitConfig, seed: int, verify_images: bool = True) -> dict:
+    """The split manifest as the `split` section says: users in label order and per-user train/val file names.
 
     Paths are relative to `data_dir` (`ID_3/17.png`) so the manifest stays valid when the
     folder moves between machines. `verify_images` runs `check_data` first; the `split` stage
@@ -228,15 +220,15 @@ def make_split(data_dir: str | Path, val_fraction: float, seed: int, mode: str =
         if msg := _too_few(data_dir / user, len(images)):
             raise DataError(msg)
         names = [p.name for p in images]
-        tr, va, dr = split_user(names, val_fraction, rng, mode, block_size, gap)
+        tr, va, dr = split_user(names, config, rng)
         train[user] = [f"{user}/{n}" for n in tr]
         val[user] = [f"{user}/{n}" for n in va]
         dropped[user] = [f"{user}/{n}" for n in dr]
     return {
         "data_dir": str(data_dir),
         "users": users,
-        "mode": mode,
-        "val_fraction": val_fraction,
+        "mode": config.mode,
+        "val_fraction": config.val_fraction,
         "seed": seed,
         "counts": {"train": sum(map(len, train.values())), "val": sum(map(len, val.values())),
                    "dropped": sum(map(len, dropped.values()))},
@@ -251,7 +243,7 @@ def read_split(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise MissingFileError(f"split manifest {path} not found (run the `split` stage)")
-    m = json.loads(path.read_text())
+    m = read_json(path)
     for key in ("data_dir", "users", "train", "val"):
         if key not in m:
             raise BadFileError(f"{path}: missing '{key}' (expected a manifest written by `mdgen split`)")

@@ -3,7 +3,8 @@
 way, so that a simulated set (or a user's own) can be held against it and `dvc metrics diff` shows drift.
 
 Each image is read as RGB at 256x256 (bilinear resize otherwise). "Level" is the index of the nearest
-colour of a 256-entry jet table, scaled to [0, 1], on every second pixel (128x128); rows run top to bottom.
+colour of a 256-entry jet table (`mdgen.spectrogram.TEXTBOOK_JET`, the reference's, not matplotlib's),
+scaled to [0, 1], on every second pixel (128x128); rows run top to bottom.
 
   navy_share    share of pixels at level < 0.12 (the flat noise floor of real data)
   flat_h        share of horizontal neighbour pairs whose summed |RGB difference| is < 6
@@ -28,20 +29,10 @@ from PIL import Image
 
 from mdgen.errors import BadFileError, DataError
 from mdgen.io import read_json
+from mdgen.spectrogram import textbook_jet_to_level
 
-# matplotlib's jet as its piecewise-linear definition (not its 256-entry LUT): the reference figures
-# were computed against this table, and the nearest entry differs from the LUT's at a few colours
-_X = np.linspace(0.0, 1.0, 256)
-JET_TABLE = np.stack([np.clip(1.5 - np.abs(4 * _X - c), 0, 1) for c in (3, 2, 1)], 1) * 255.0
 FIGURES = ("navy_share", "flat_h", "lag1_h", "lag1_v", "lag4_h", "lag4_v", "mean_level", "hot_share",
            "peak_row", "row_profile", "cycle_px")
-
-
-def levels(rgb: np.ndarray) -> np.ndarray:
-    """Nearest jet-table index of each pixel, in [0, 1]."""
-    # |x - t|^2 = |x|^2 - 2 x.t + |t|^2; |x|^2 is the same for every entry t, so it drops out
-    d = (JET_TABLE**2).sum(1) - 2.0 * rgb @ JET_TABLE.T
-    return d.argmin(-1) / 255.0
 
 
 def _period(column_mean: np.ndarray) -> float:
@@ -58,7 +49,7 @@ def figures(path: str | Path) -> dict:
         raise DataError(f"cannot read image {path} ({e}): run `mdgen split` (or `dvc repro`) again, "
                         "which checks every image of the data folder") from e
     a = np.asarray(rgb.resize((256, 256), Image.BILINEAR)).astype(np.float64)
-    lv = levels(a[::2, ::2])
+    lv = textbook_jet_to_level(a[::2, ::2])
     dh = np.abs(np.diff(a, axis=1))
     rows = lv.mean(1)
     return {

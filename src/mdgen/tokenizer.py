@@ -423,7 +423,8 @@ def load_tokenizer(path: str | Path, config: dict | None = None, device: str | t
     """
     path = Path(path)
     if not path.is_file():
-        raise MissingFileError(f"tokenizer checkpoint {path} does not exist")
+        raise MissingFileError(f"tokenizer checkpoint {path} " + ("is a folder, not a checkpoint file" if path.is_dir()
+                                                                  else "does not exist"))
     suffix = path.suffix.lower()
     meta_config = None
     if suffix == ".safetensors":

@@ -7,15 +7,14 @@ posterior *samples* plus a small KL, on random crops (the network is fully convo
 and a warmup + cosine learning rate. Two init choices make a CPU-sized budget go further: a narrow
 starting posterior and zero-initialised residual branches.
 
-    model, history = train_tokenizer("data/simulated", model_config={...}, steps=6000, batch_size=8,
-                                     lr=2e-3, kl_weight=1e-6, crop=64, seed=0)
+    model, history = train_tokenizer("data/simulated", recipe, seed=0, model_config={...})  # recipe: params.TokenizerRecipe
     metrics = evaluate_tokenizer(model, heldout_files)   # psnr, ssim, channel stds, dead channels
     linear_codec_psnr(train_files, heldout_files)         # what a linear codec of the same budget gets
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
-import json
 import logging
 import math
 import time
@@ -26,9 +25,11 @@ import torch
 from tqdm import tqdm
 
 from mdgen.errors import DataError, DivergedError, MissingFileError, ParamsError
+from mdgen import resume
 from mdgen.images import load_images, to_tensor, to_uint8, uint8_to_float
 from mdgen.io import atomic_path, list_dataset_images, list_images
 from mdgen.latents import image_batches
+from mdgen.params import TokenizerRecipe
 from mdgen.quality import psnr, ssim
 from mdgen.schedules import lr_factor
 from mdgen.tokenizer import AttnBlock, AutoencoderKL, ResnetBlock
@@ -105,15 +106,13 @@ def init_tokenizer(model_config: dict, seed: int, *, init_logvar: float | None =
         torch.manual_seed(seed)
         model = AutoencoderKL(**model_config)
     if init_logvar is not None:
-        # With a small kl_weight the posterior ends narrow anyway (narrowing costs ~1e-6 per nat); from the
-        # default init (std ~1 against means of ~0.3) the decoder first sees mostly noise. In a 400-step pilot
-        # on spectrograms -6 and the default trained alike, so this is about where it ends, not speed.
+        # with a small kl_weight the posterior ends narrow anyway (narrowing costs ~1e-6 per nat), while from
+        # the default init (std ~1 against means of ~0.3) the decoder first sees mostly noise
         with torch.no_grad():
             model.quant_conv.bias[model.config["embed_dim"]:].fill_(init_logvar)
     if zero_init_residual:
         # every block starts as the identity, so the signal first takes the short path through the resampling
-        # convs and depth grows in (the zero-gamma trick of Goyal et al. 2017). Pilot on spectrograms: train PSNR
-        # 13.1 vs 11.3 dB after 200 steps, 15.4 vs 14.6 after 1000: a faster start, not a different endpoint.
+        # convs and depth grows in (the zero-gamma trick of Goyal et al. 2017): a faster start
         with torch.no_grad():
             for module in model.modules():
                 if isinstance(module, ResnetBlock):
@@ -125,60 +124,51 @@ def init_tokenizer(model_config: dict, seed: int, *, init_logvar: float | None =
     return model
 
 
-def train_tokenizer(images: str | Path | list, *, steps: int, batch_size: int, lr: float, kl_weight: float,
-                    crop: int, seed: int, model_config: dict | None = None, model: AutoencoderKL | None = None,
-                    warmup_steps: int = 0, min_lr_ratio: float = 0.0, weight_decay: float = 0.0, beta1: float = 0.9,
-                    beta2: float = 0.99, l1_weight: float = 1.0, l2_weight: float = 0.0,
-                    grad_clip: float | None = 1.0, final_crop: int | None = None, final_steps: int = 0,
-                    init_logvar: float | None = None, zero_init_residual: bool = False, image_size: int = 256,
+def train_tokenizer(images: str | Path | list, recipe: TokenizerRecipe, seed: int, *,
+                    model_config: dict | None = None, model: AutoencoderKL | None = None, image_size: int = 256,
                     log_every: int = 50, device: str | torch.device = "cpu", state_path: str | Path | None = None,
                     checkpoint_every: int = 0, resume: bool = True,
                     progress: bool = True) -> tuple[AutoencoderKL, list[dict]]:
-    """Train `AutoencoderKL(**model_config)` from scratch, or fine-tune `model`, on images; returns
+    """Train `AutoencoderKL(**model_config)` from scratch, or fine-tune `model`, on images as `recipe` says
+    (params.yaml's `tokenizer.fit`, or `mdgen tokenizer-train`'s `train` section); returns
     (eval-mode float32 model on `device`, history).
 
     :param images: a folder (user sub-folders or images) or a list of image files
-    :param kl_weight: LDM's convention: weight of the latent KL *summed* per image against the
-        reconstruction loss *summed* per image (both are divided by 3*H*W here, which keeps the ratio)
-    :param crop: training window side; `final_crop` is used for the last `final_steps` steps (whole images
-        show the borders and GroupNorm statistics of inference), with the batch scaled so a step sees about
-        the same number of pixels (same cost, same gradient noise), at least one image
-    :param l1_weight, l2_weight: per-pixel |x - x_hat| and (x - x_hat)^2 weights, images in [-1, 1]
-    :param init_logvar: start value of the posterior log-variance (quant_conv bias of the logvar half);
-        None keeps PyTorch's init (logvar ~ 0, noise std ~ 1 against latents of ~0.3)
-    :param zero_init_residual: zero the last conv of every residual branch (ResnetBlock.conv2, AttnBlock.proj_out),
-        so training starts from a shallow network (conv_in, resampling convs, conv_out) and grows the branches
-    :param model: weights to fine-tune (trained in place, put in train mode); `model_config`, `init_logvar`
-        and `zero_init_residual` must then be left out: they only shape a fresh network
+    :param recipe: the optimisation (see `mdgen.params.TokenizerRecipe` for every field): the KL weight is LDM's
+        convention, the latent KL *summed* per image against the reconstruction loss *summed* per image (both
+        divided by 3*H*W here, which keeps the ratio); `final_crop` is used for the last `final_steps` steps
+        (whole images show the borders and GroupNorm statistics of inference), with the batch scaled so a step
+        sees about the same number of pixels (same cost, same gradient noise), at least one image;
+        `init_logvar` and `zero_init_residual` shape a fresh network and are not used when fine-tuning
+    :param model: weights to fine-tune (trained in place, put in train mode); exactly one of it and `model_config`
     :param seed: initialisation, crop positions and posterior noise all follow it; the same seed, data
         and thread count give bit-identical weights, also across a resume
     :param state_path: resume file (model, optimiser, noise generator, step), written atomically every
-        `checkpoint_every` steps and at the end; with `resume`, a file whose recipe, image list and starting
-        weights match this call is continued from its step, any other is ignored and overwritten
+        `checkpoint_every` steps and at the end; with `resume`, a file whose fingerprint (recipe, seed, image
+        list, starting weights: `mdgen.resume`) matches this call's is continued from its step, any other is
+        ignored, the reason logged, and overwritten
     history: one dict per `log_every` steps (and the last): step, lr, crop, loss, rec, kl, psnr (dB, of
     the training crops through posterior samples), images_per_s, seconds.
     """
-    _check_schedule(steps, batch_size, final_crop, final_steps)
+    r = recipe
+    _check_schedule(r.steps, r.batch_size, r.final_crop, r.final_steps)
     if (model is None) == (model_config is None):
         raise ValueError("train_tokenizer needs exactly one of model_config (train from scratch) and model (fine-tune)")
-    if model is not None and (init_logvar is not None or zero_init_residual):
-        raise ValueError("init_logvar and zero_init_residual shape a fresh network; they do not apply to fine-tuning")
     files = collect_files(images)
     data = _load_nchw(files, image_size)
     device = torch.device(device)
     if model is None:
-        model = init_tokenizer(model_config, seed, init_logvar=init_logvar, zero_init_residual=zero_init_residual)
+        model = init_tokenizer(model_config, seed, init_logvar=r.init_logvar, zero_init_residual=r.zero_init_residual)
     model = model.float().to(device).requires_grad_(True)
     grid = model.downsample_factor
-    for size in (crop, final_crop or crop):
+    for size in (r.crop, r.final_crop or r.crop):
         if size % grid or size > image_size:
             raise ParamsError(f"crop {size} must be a multiple of the downsampling factor {grid} and at most "
-                             f"the image size {image_size}")
+                              f"the image size {image_size}")
     model.train()
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(beta1, beta2), weight_decay=weight_decay)
+    opt = torch.optim.AdamW(model.parameters(), lr=r.lr, betas=(r.beta1, r.beta2), weight_decay=r.weight_decay)
     gen = torch.Generator().manual_seed(seed)
-    recipe = {k: v for k, v in locals().items() if k in RECIPE_KEYS}
-    fingerprint = _fingerprint(recipe, files, model) if state_path is not None else None
+    fingerprint = _fingerprint(recipe, seed, image_size, files, model) if state_path is not None else None
     history: list[dict] = []
     sums = {"loss": 0.0, "rec": 0.0, "kl": 0.0, "mse": 0.0}
     seen, n_acc, start = 0, 0, 0
@@ -189,7 +179,8 @@ def train_tokenizer(images: str | Path | list, *, steps: int, batch_size: int, l
             opt.load_state_dict(state["opt"])
             gen.set_state(state["gen"])
             start, history, sums, n_acc, seen = state["step"], state["history"], state["sums"], state["n_acc"], state["seen"]
-            log.info("tokenizer training: resuming %s at step %d of %d", state_path, start, steps)
+            log.info("tokenizer training: resuming %s at step %d of %d", state_path, start, r.steps)
+    steps, batch_size, crop, final_crop, final_steps = r.steps, r.batch_size, r.crop, r.final_crop, r.final_steps
     log.info("tokenizer training: %d images, %.2f M params on %s, %d steps x %d crops of %d px%s", len(files),
              sum(p.numel() for p in model.parameters()) / 1e6, device.type, steps, batch_size, crop,
              f", last {final_steps} at {final_crop} px" if final_steps else "")
@@ -205,17 +196,17 @@ def train_tokenizer(images: str | Path | list, *, steps: int, batch_size: int, l
         # crops and posterior noise come from the CPU generator whatever the device: same seed, same draws
         x = random_crops(data, n, size, grid, gen).to(device)
         # cosine from lr to min_lr_ratio * lr at the last step
-        current_lr = lr * lr_factor(step, warmup_steps=warmup_steps, max_steps=steps - 1, schedule="cosine",
-                                    floor=min_lr_ratio)
+        current_lr = r.lr * lr_factor(step, warmup_steps=r.warmup_steps, max_steps=steps - 1, schedule="cosine",
+                                      floor=r.min_lr_ratio)
         for group in opt.param_groups:
             group["lr"] = current_lr
 
-        loss, rec, kl, mse = reconstruction_loss(model, x, gen, l1_weight=l1_weight, l2_weight=l2_weight,
-                                                 kl_weight=kl_weight)
+        loss, rec, kl, mse = reconstruction_loss(model, x, gen, l1_weight=r.l1_weight, l2_weight=r.l2_weight,
+                                                 kl_weight=r.kl_weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        if grad_clip is not None:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        if r.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), r.grad_clip)
         opt.step()
 
         for k, v in (("loss", loss), ("rec", rec), ("kl", kl), ("mse", mse)):
@@ -233,7 +224,7 @@ def train_tokenizer(images: str | Path | list, *, steps: int, batch_size: int, l
                      entry["images_per_s"])
             if not math.isfinite(entry["loss"]):
                 raise DivergedError(f"tokenizer training diverged at step {step + 1} (loss {entry['loss']}); "
-                                   f"lower lr={lr} or keep grad_clip")
+                                    f"lower lr={r.lr} or keep grad_clip")
             sums = dict.fromkeys(sums, 0.0)
             n_acc, seen, t_log = 0, 0, now
         if state_path is not None and ((checkpoint_every and (step + 1) % checkpoint_every == 0) or step == steps - 1):
@@ -244,23 +235,21 @@ def train_tokenizer(images: str | Path | list, *, steps: int, batch_size: int, l
     return model.eval().requires_grad_(False), history
 
 
-# the arguments that decide the weights a run ends with: a resume file must have been written with the same
-RECIPE_KEYS = ("steps", "batch_size", "lr", "kl_weight", "crop", "seed", "model_config", "warmup_steps",
-               "min_lr_ratio", "weight_decay", "beta1", "beta2", "l1_weight", "l2_weight", "grad_clip",
-               "final_crop", "final_steps", "init_logvar", "zero_init_residual", "image_size")
-
-
-def _fingerprint(recipe: dict, files: list[Path], model: AutoencoderKL) -> str:
-    """sha256 of the recipe, the image list and the starting weights (so a new init never resumes an old run)."""
-    h = hashlib.sha256(json.dumps({"recipe": recipe, "files": [str(f) for f in files],
-                                   "config": model.config}, sort_keys=True, default=str).encode())
+def _fingerprint(recipe: TokenizerRecipe, seed: int, image_size: int, files: list[Path],
+                 model: AutoencoderKL) -> dict:
+    """What decides the weights a run ends with (`mdgen.resume`): the recipe and seed, the image list, and the
+    architecture and starting weights (as sha256: a new init never resumes an old run)."""
+    weights = hashlib.sha256()
     for name, tensor in sorted(model.state_dict().items()):
-        h.update(name.encode())
-        h.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
-    return h.hexdigest()
+        weights.update(name.encode())
+        weights.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    # the recipe's own fields only: a TokenizerFitConfig also says where the run goes and how often it saves
+    return {"recipe": {f.name: getattr(recipe, f.name) for f in dataclasses.fields(TokenizerRecipe)}, "seed": seed, "image_size": image_size,
+            "files": hashlib.sha256("\n".join(str(f) for f in files).encode()).hexdigest(), "n_files": len(files),
+            "config": model.config, "weights": weights.hexdigest()}
 
 
-def _read_state(path: Path, fingerprint: str, device: torch.device) -> dict | None:
+def _read_state(path: Path, fingerprint: dict, device: torch.device) -> dict | None:
     if not path.is_file():
         return None
     try:
@@ -268,8 +257,9 @@ def _read_state(path: Path, fingerprint: str, device: torch.device) -> dict | No
     except Exception as e:  # noqa: BLE001 -- a torn or foreign file is not resumed, training starts over
         log.warning("tokenizer training: %s is not a readable resume file (%s); starting over", path, e)
         return None
-    if state.get("fingerprint") != fingerprint:
-        log.info("tokenizer training: %s was written for another recipe, data or init; starting over", path)
+    ok, why = resume.decide(state.get("fingerprint") if isinstance(state, dict) else None, fingerprint, str(path))
+    if not ok:
+        log.info("tokenizer training: starting over: %s", why)
         return None
     state["gen"] = state["gen"].cpu()
     return state

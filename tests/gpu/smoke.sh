@@ -17,7 +17,7 @@
 # On a CPU (BENCH_DRY_RUN=1) the precisions a CPU lacks are swapped for what it runs: 32-true for the
 # mixed-precision trainings, fp32 for the VA-VAE, at 64 px; the commands are otherwise the same.
 set -uo pipefail
-REPO="$(cd "$(dirname "$0")/.." && pwd)"
+REPO="$(cd "$(dirname "$0")/../.." && pwd)"
 OUT="${OUT:-$REPO/benchmarks/results/smoke}"
 mkdir -p "$OUT"
 OUT="$(cd "$OUT" && pwd)"

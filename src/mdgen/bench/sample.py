@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Callable
+from dataclasses import replace
 
 import torch
 
@@ -12,6 +13,7 @@ from mdgen.bench.common import (NUM_CLASSES, PRECISIONS, QUICK_TOKENIZER, device
 from mdgen.bench.flops import flops_per_sample
 from mdgen.dit import build_dit
 from mdgen.ode import sample_latents, shifted_grid, velocity_fn
+from mdgen.params import SampleConfig
 from mdgen.tokenizer import AutoencoderKL
 
 # images per tokenizer decode call in the sample section: the tokenizer benchmark's batch, and it
@@ -54,9 +56,17 @@ def decoder(tokenizer: AutoencoderKL, amp: torch.dtype | None, channels_last: bo
     return decode
 
 
+def sample_config(cfg: dict) -> SampleConfig:
+    """The `sample` section this run's flags describe (Euler, every channel guided, the whole batch at once)."""
+    batch = cfg["batch"]["sample"]
+    return SampleConfig(images_per_user=batch, steps=cfg["steps"], method="euler", cfg_scale=cfg["cfg_scale"],
+                        cfg_interval_start=cfg["cfg_interval_start"], timestep_shift=cfg["timestep_shift"],
+                        guidance_channels="all", batch_size=batch, plot_per_user=1, precision=cfg["precision"])
+
+
 def _velocity_fns(cfg: dict, device: torch.device, x: torch.Tensor, labels: torch.Tensor):
     """((model, {"cond": fn, "cfg": fn}), compiled, warm-up seconds); "cfg" only with guidance."""
-    amp, cfg_scale = PRECISIONS[cfg["precision"]], cfg["cfg_scale"]
+    config, cfg_scale = sample_config(cfg), cfg["cfg_scale"]
     cuda_graphs = cfg["cuda_graphs"] and cfg["compile"]
     t_mid = torch.tensor(0.5)
 
@@ -69,9 +79,9 @@ def _velocity_fns(cfg: dict, device: torch.device, x: torch.Tensor, labels: torc
             # in place, so that forward_with_cfg's self(...) and sample_latents' checks see one model;
             # static shapes: the cond (B) and guided (2B) batches each get their own specialised graph
             model.compile(dynamic=False, mode="reduce-overhead" if cuda_graphs else None)
-        fns = {"cond": velocity_fn(model, labels, autocast_dtype=amp)}
+        fns = {"cond": velocity_fn(model, labels, replace(config, cfg_scale=1.0))}
         if cfg_scale != 1.0:  # interval start 0: always guided, whatever t
-            fns["cfg"] = velocity_fn(model, labels, cfg_scale=cfg_scale, autocast_dtype=amp)
+            fns["cfg"] = velocity_fn(model, labels, replace(config, cfg_interval_start=0.0))
         return model, fns
 
     def warm(state) -> None:
@@ -103,9 +113,8 @@ def _end_to_end(cfg: dict, device: torch.device, model, labels, x, decode_s: flo
     n = cfg["e2e_steps"]
 
     def run():
-        return sample_latents(model, labels, steps=n, cfg_scale=cfg["cfg_scale"],
-                              cfg_interval_start=cfg["cfg_interval_start"], timestep_shift=cfg["timestep_shift"],
-                              noise=x, autocast_dtype=PRECISIONS[cfg["precision"]], skip_uncond=cfg["skip_uncond"])
+        return sample_latents(model, labels, replace(sample_config(cfg), steps=n), noise=x,
+                              skip_uncond=cfg["skip_uncond"])
 
     # one untimed run: CUDA-graph trees record the cond -> guided sequence on its first pass
     lat_s = statistics.median(time_calls(run, device, warmup=1, repeats=cfg["repeats"]))

@@ -1,7 +1,7 @@
 """`mdgen bench --what train`: the training step `mdgen train` runs, timed.
 
-The model is `mdgen.dit.build_dit`'s, wrapped in `mdgen.dit_training.FlowModule` with a `TrainConfig`
-read from params.yaml (--params) and the benchmark's flags over it. The step is the module's own
+The model is `mdgen.dit.build_dit`'s, wrapped in `mdgen.dit_training.FlowModule` with params.yaml's
+(--params) `model` and `train` sections and the benchmark's flags over them. The step is the module's own
 loss, gradient clipping and EMA; only the optimizer is built here, so that fused and foreach AdamW
 can be compared, and upstream's per-tensor EMA loop lives here as the plain path it is measured against.
 """
@@ -17,30 +17,31 @@ from mdgen.bench.common import (PRECISIONS, device_info, dit_config, dit_kwargs,
                                 warm_compiled)
 from mdgen.bench.flops import flops_per_sample
 from mdgen.dit import LightningDiT, build_dit
-from mdgen.params import ParamsError, load_params
-from mdgen.dit_training import FlowModule, TrainConfig
+from mdgen.dit_training import FlowModule
+from mdgen.params import ModelConfig, ParamsError, TrainConfig, read
 
 
-def load_train_config(params_path: str | Path) -> TrainConfig:
-    """params.yaml's training settings; a missing or invalid file exits with one line naming it."""
+def load_train_config(params_path: str | Path) -> tuple[ModelConfig, TrainConfig]:
+    """params.yaml's `model` and `train` sections; a missing or invalid file exits with one line naming it."""
     try:
-        return TrainConfig.from_params(load_params(params_path))
+        p = read(["model", "train"], params_path)
     except ParamsError as e:
-        raise SystemExit(f"mdgen bench: {e}; the train section reads model.*, train.* and seed from it") from None
+        raise SystemExit(f"mdgen bench: {e}; the train section reads model.* and train.* from it") from None
+    return p["model"], p["train"]
 
 
-def bench_config(config: TrainConfig, cfg: dict) -> TrainConfig:
-    """The params.yaml config with this run's flags over it: model, batch, compile, precision, seed."""
-    return dataclasses.replace(
-        config, model_name=cfg["model"], batch_size=cfg["batch"]["train"], compile=cfg["compile"],
-        precision="bf16-mixed" if cfg["precision"] == "bf16" else "32-true", seed=cfg["seed"],
-        model_overrides={**config.model_overrides, **dit_kwargs(cfg)})
+def bench_config(model: ModelConfig, config: TrainConfig, cfg: dict) -> tuple[ModelConfig, TrainConfig]:
+    """The params.yaml sections with this run's flags over them: model, batch, compile, precision."""
+    model = dataclasses.replace(model, name=cfg["model"], overrides={**model.overrides, **dit_kwargs(cfg)})
+    config = dataclasses.replace(config, batch_size=cfg["batch"]["train"], compile=cfg["compile"],
+                                 precision="bf16-mixed" if cfg["precision"] == "bf16" else "32-true")
+    return model, config
 
 
-def build_model(config: TrainConfig) -> LightningDiT:
-    """The network `mdgen train` builds for `config` (the data's label count and latent shape aside)."""
-    return build_dit(config.model_name, class_dropout_prob=config.class_dropout_prob, use_qknorm=config.use_qknorm,
-                     **config.model_overrides)
+def build_model(model: ModelConfig) -> LightningDiT:
+    """The network `mdgen train` builds for the `model` section (the data's label count and latent shape aside)."""
+    return build_dit(model.name, class_dropout_prob=model.class_dropout_prob, use_qknorm=model.use_qknorm,
+                     **model.overrides)
 
 
 def make_adamw(module: FlowModule, fused: bool) -> torch.optim.AdamW:
@@ -103,18 +104,18 @@ def _batches(cfg: dict, device: torch.device):
     return lambda: (x1_host.to(device, non_blocking=True), y_host.to(device, non_blocking=True))
 
 
-def bench_train(cfg: dict, device: torch.device, config: TrainConfig) -> dict:
-    """Training-step throughput. `config`: params.yaml's (`load_train_config`). Keys: batch, compiled,
+def bench_train(cfg: dict, device: torch.device, config: tuple[ModelConfig, TrainConfig]) -> dict:
+    """Training-step throughput. `config`: params.yaml's sections (`load_train_config`). Keys: batch, compiled,
     warmup_s, step_ms, step_ms_repeats, samples_per_s, fwd_gflops_per_sample, tflops (3 x forward
     FLOPs x samples/s), peak_tflops, mfu (None where the peak is unknown), loss (the last step's)."""
-    config = bench_config(config, cfg)
+    model_config, config = bench_config(*config, cfg)
     batch, amp = config.batch_size, PRECISIONS[cfg["precision"]]
     get_batch = _batches(cfg, device)
 
     def build(compile: bool):
         torch.manual_seed(cfg["seed"])
         with torch.device(device):  # weights made where they run: no host init and copy
-            module = FlowModule(build_model(config), dataclasses.replace(config, compile=compile))
+            module = FlowModule(build_model(model_config), dataclasses.replace(config, compile=compile), cfg["seed"])
         module.to(device).train()  # .to also records the device in Lightning's bookkeeping
         return module, make_adamw(module, fused=cfg["fused_adamw"])
 

@@ -6,24 +6,23 @@ samples, never val), so it depends on the data alone and stays cached across DiT
 from __future__ import annotations
 
 import time
-from dataclasses import asdict
-
 import numpy as np
 
 from mdgen import params
-from mdgen.classifier import Recipe, predict, save_classifier, set_threads, train_classifier
-from mdgen.metrics import per_class_accuracy
+from mdgen.classifier import predict, save_classifier, set_threads, train_classifier
 from mdgen.images import load_images
 from mdgen.io import write_json
+from mdgen.metrics import per_class_accuracy
 from mdgen.split import files_and_labels, read_split
 
-KEYS = ["seed", "data.image_size", "classifier.steps", "classifier.threads", *params.keys_for(Recipe, "classifier")]
+KEYS = ["seed", "data.image_size", "classifier"]
 
 
 def main(params_path: str = "params.yaml", split_path: str = "data/split.json",
          out: str = "models/classifier.safetensors", metrics_path: str = "metrics/classifier.json") -> dict:
     p = params.read(KEYS, params_path)
-    set_threads(p["classifier.threads"])
+    config = p["classifier"]
+    set_threads(config.threads)
     manifest = read_split(split_path)
     users = manifest["users"]
     train_files, train_labels = files_and_labels(manifest, "train")
@@ -33,9 +32,7 @@ def main(params_path: str = "params.yaml", split_path: str = "data/split.json",
     y_train, y_val = train_labels.numpy(), val_labels.numpy()
 
     t0 = time.perf_counter()
-    recipe = params.as_dataclass(Recipe, p, "classifier")
-    model = train_classifier(x_train, y_train, len(users), seed=p["seed"], steps=p["classifier.steps"],
-                             **asdict(recipe), progress="classifier")
+    model = train_classifier(x_train, y_train, len(users), config, p["seed"], progress="classifier")
     train_s = time.perf_counter() - t0
     pred_val = predict(model, x_val).argmax(1)
     pred_train = predict(model, x_train).argmax(1)
@@ -51,6 +48,6 @@ def main(params_path: str = "params.yaml", split_path: str = "data/split.json",
     }
     save_classifier(model, out, users=users)
     write_json(metrics_path, metrics)
-    print(f"classifier: {len(users)} users, {len(train_files)} real train images, {p['classifier.steps']} steps "
+    print(f"classifier: {len(users)} users, {len(train_files)} real train images, {config.steps} steps "
           f"in {train_s:.1f} s; real val accuracy {metrics['val_accuracy']:.3f} ({len(val_files)} images) -> {out}")
     return metrics

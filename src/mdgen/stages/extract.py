@@ -19,8 +19,7 @@ from mdgen.quality import psnr, ssim
 from mdgen.split import files_and_labels, read_split
 from mdgen.tokenizer import load_tokenizer
 
-KEYS = ["seed", "data.image_size", "tokenizer.checkpoint", "extract.batch_size", "extract.flip",
-        "extract.sample_posterior", "extract.plot_per_user", "extract.precision"]
+KEYS = ["seed", "data.image_size", "tokenizer.checkpoint", "extract"]
 
 
 def main(params_path: str = "params.yaml", split_path: str = "data/split.json", out_dir: str = "data/latents",
@@ -31,28 +30,23 @@ def main(params_path: str = "params.yaml", split_path: str = "data/split.json", 
     ckpt = p["tokenizer.checkpoint"]
     model = load_tokenizer(ckpt, device=device)
     sha = file_sha256(ckpt)
-    precision = p["extract.precision"]
-    if precision == "auto" and device.type == "cpu":
-        precision = "fp32"  # the latents are the dataset: a CPU with native bf16 must not change them
+    config = p["extract"]
     size = p["data.image_size"]
     t0 = time.perf_counter()
     n_images = 0
     for i, part in enumerate(("train", "val")):
         files, labels = files_and_labels(manifest, part)
         # a different noise stream per part, fixed by the seed
-        tensors = encode_files(model, files, batch_size=p["extract.batch_size"], image_size=size,
-                               sample_posterior=p["extract.sample_posterior"], flip=p["extract.flip"],
-                               seed=p["seed"] + i, device=device, precision=precision, desc=f"extract {part}")
+        tensors = encode_files(model, files, config, image_size=size, seed=p["seed"] + i, device=device,
+                               desc=f"extract {part}")
         save_latents(Path(out_dir) / f"{part}.safetensors", tensors, labels, users=manifest["users"],
-                     tokenizer_sha256=sha, image_size=size, sample_posterior=p["extract.sample_posterior"],
-                     extra={"flip": p["extract.flip"], "seed": str(p["seed"] + i)})
+                     tokenizer_sha256=sha, image_size=size, sample_posterior=config.sample_posterior,
+                     extra={"flip": config.flip, "seed": str(p["seed"] + i)})
         n_images += len(files) * len(tensors)
     encode_rate = n_images / (time.perf_counter() - t0)
 
     val_files, val_labels = files_and_labels(manifest, "val")
-    originals, recons, recon_rate = reconstruct(model, val_files, image_size=size,
-                                                batch_size=p["extract.batch_size"], device=device,
-                                                precision=precision)
+    originals, recons, recon_rate = reconstruct(model, val_files, config, image_size=size, device=device)
     q_psnr, q_ssim = psnr(originals, recons), ssim(originals, recons)
     metrics = {
         "val_psnr_db": float(np.mean(q_psnr)),
@@ -68,10 +62,10 @@ def main(params_path: str = "params.yaml", split_path: str = "data/split.json", 
 
     rows, labels_txt = [], []
     for label, user in enumerate(manifest["users"]):
-        idx = (val_labels == label).nonzero().flatten()[: p["extract.plot_per_user"]].tolist()
+        idx = (val_labels == label).nonzero().flatten()[: config.plot_per_user].tolist()
         rows.append([im for i in idx for im in (originals[i], recons[i])])
         labels_txt.append(user)
-    cols = [t for _ in range(p["extract.plot_per_user"]) for t in ("real", "recon")]
+    cols = [t for _ in range(config.plot_per_user) for t in ("real", "recon")]
     image_grid(plot_path, rows, labels_txt, cols)
     print(f"extract: {n_images} latents {metrics['latent_shape']} ({encode_rate:.1f} img/s on {device.type}); "
           f"val recon PSNR {metrics['val_psnr_db']:.2f} dB, SSIM {metrics['val_ssim']:.3f} -> {out_dir}")

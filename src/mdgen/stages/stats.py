@@ -2,14 +2,13 @@
 from __future__ import annotations
 
 import torch
-from safetensors.torch import load_file
 
-from mdgen.errors import ParamsError
 from mdgen import params
-from mdgen.io import write_json
+from mdgen.errors import ParamsError
+from mdgen.io import read_safetensors, write_json
 from mdgen.latents import compute_stats, load_stats, save_stats
 
-KEYS = ["stats.reference", "stats.source"]
+KEYS = ["stats"]
 
 
 def summarize(stats: dict[str, torch.Tensor]) -> dict:
@@ -21,25 +20,25 @@ def summarize(stats: dict[str, torch.Tensor]) -> dict:
 
 def main(params_path: str = "params.yaml", latents_path: str = "data/latents/train.safetensors",
          out: str = "data/latents/latents_stats.pt", metrics_path: str = "metrics/stats.json") -> dict:
-    p = params.read(KEYS, params_path)
-    if p["stats.source"] == "reference" and not p["stats.reference"]:
+    config = params.read(KEYS, params_path)["stats"]
+    if config.source == "reference" and not config.reference:
         raise ParamsError("stats.source = 'reference' needs stats.reference: <path to latents_stats.pt>")
-    latents = load_file(latents_path)["latents"]
+    latents = read_safetensors(latents_path, "latents file")[1]["latents"]
     data_stats = compute_stats(latents)
-    metrics = {"source": p["stats.source"], "latents": list(latents.shape), "data": summarize(data_stats)}
+    metrics = {"source": config.source, "latents": list(latents.shape), "data": summarize(data_stats)}
     chosen = data_stats
-    if p["stats.reference"]:
-        ref = load_stats(p["stats.reference"], channels=latents.shape[1])
+    if config.reference:
+        ref = load_stats(config.reference, channels=latents.shape[1])
         d_mean = (data_stats["mean"] - ref["mean"]).flatten()
         log_ratio = torch.log(data_stats["std"] / ref["std"]).flatten()
-        metrics["reference"] = {"path": p["stats.reference"], **summarize(ref),
+        metrics["reference"] = {"path": config.reference, **summarize(ref),
                                 "mean_l2_distance": float(d_mean.norm()),
                                 "std_log_ratio_rms": float(log_ratio.pow(2).mean().sqrt())}
-        if p["stats.source"] == "reference":
+        if config.source == "reference":
             chosen = ref
     save_stats(out, chosen)
     write_json(metrics_path, metrics)
     s = metrics["data"]
     print(f"stats: {latents.shape[0]} train latents, channel std {s['std_min']:.3f}..{s['std_max']:.3f}; "
-          f"using {p['stats.source']} stats -> {out}")
+          f"using {config.source} stats -> {out}")
     return metrics

@@ -9,16 +9,17 @@ from mdgen import params, texture
 from mdgen.io import write_json
 from mdgen.split import dataset_files, read_split
 
-KEYS = ["seed", "texture.images", "texture.reference"]
+KEYS = ["seed", "texture"]
 
 
 def main(params_path: str = "params.yaml", metrics_path: str = "metrics/texture.json",
          split_path: str = "data/split.json") -> dict:
     p = params.read(KEYS, params_path)
-    reference = texture.read_reference(p["texture.reference"]) if p["texture.reference"] else None
+    config = p["texture"]
+    reference = texture.read_reference(config.reference) if config.reference else None
     manifest = read_split(split_path)
-    card = texture.card(dataset_files(manifest), p["texture.images"], seed=p["seed"])
-    metrics = {**card, "reference": p["texture.reference"]}
+    card = texture.card(dataset_files(manifest), config.images, seed=p["seed"])
+    metrics = {**card, "reference": config.reference}
     if reference is not None:
         z = texture.distances(card, reference)
         metrics["distance_in_reference_std"] = z

@@ -9,59 +9,55 @@ Writes tokenizer.safetensors (config, recipe and training figures in its metadat
 from __future__ import annotations
 
 import time
+from dataclasses import asdict, fields
 from pathlib import Path
 
 import torch
 
-from mdgen.errors import ParamsError
 from mdgen import params
 from mdgen.accel import torch_threads
+from mdgen.errors import ParamsError
 from mdgen.io import atomic_path, exclusive_writer, file_sha256, write_json
+from mdgen.params import TokenizerFitConfig, TokenizerRecipe
 from mdgen.split import files_and_labels, read_split
 from mdgen.tokenizer import CONFIGS, SAVE_DTYPES, load_tokenizer, save_tokenizer
 from mdgen.vae_training import train_tokenizer
 
-KEYS = ["seed", "data.image_size", *params.section_keys("tokenizer.fit")]
+KEYS = ["seed", "data.image_size", "tokenizer.fit"]
 CARD_TEMPLATE = Path(__file__).resolve().parent.parent / "templates" / "fitted_tokenizer_card.md"
-# train_tokenizer's arguments that come from tokenizer.fit.* under the same name
-RECIPE = ("steps", "batch_size", "crop", "final_crop", "final_steps", "lr", "min_lr_ratio", "warmup_steps",
-          "weight_decay", "kl_weight", "l1_weight", "l2_weight", "grad_clip", "checkpoint_every")
 
 
 def main(params_path: str = "params.yaml", split_path: str = "data/split.json", out_dir: str = "models/tokenizer",
          metrics_path: str = "metrics/tokenizer.json") -> dict:
     p = params.read(KEYS, params_path)
-    fit = {k.removeprefix("tokenizer.fit."): v for k, v in p.items() if k.startswith("tokenizer.fit.")}
+    fit = p["tokenizer.fit"]
     manifest = read_split(split_path)
     files, _ = files_and_labels(manifest, "train")  # never the val part
-    if fit["device"] == "cuda" and not torch.cuda.is_available():
+    if fit.device == "cuda" and not torch.cuda.is_available():
         raise ParamsError("tokenizer.fit.device = 'cuda', but torch sees no CUDA device (use auto or cpu)")
-    device = torch.device("cuda" if fit["device"] != "cpu" and torch.cuda.is_available() else "cpu")
+    device = torch.device("cuda" if fit.device != "cpu" and torch.cuda.is_available() else "cpu")
     size = p["data.image_size"]
-    init = Path(fit["init"])
-    if fit["model"] == "init":
+    init = Path(fit.init)
+    if fit.model == "init":
         model, model_config, start = load_tokenizer(init), None, f"fine-tuned from `{init}`"
         init_sha = file_sha256(init)
-        shaping = {}
     else:
-        model, model_config = None, {**CONFIGS[fit["model"]], "resolution": size}
-        start, init_sha = f"{fit['model']} trained from scratch", None
-        shaping = {"init_logvar": fit["init_logvar"], "zero_init_residual": fit["zero_init_residual"]}
+        model, model_config = None, {**CONFIGS[fit.model], "resolution": size}
+        start, init_sha = f"{fit.model} trained from scratch", None
 
     out = Path(out_dir)
     with exclusive_writer(out):  # one fit writes models/tokenizer at a time
-        with torch_threads(fit["threads"]):
+        with torch_threads(fit.threads):
             t0 = time.perf_counter()
             model, history = train_tokenizer(
-                files, model=model, model_config=model_config, seed=p["seed"], image_size=size, device=device,
-                state_path=out / "resume.pt", resume=fit["resume"] == "auto", **shaping,
-                **{k: fit[k] for k in RECIPE})
+                files, fit, p["seed"], model=model, model_config=model_config, image_size=size, device=device,
+                state_path=out / "resume.pt", checkpoint_every=fit.checkpoint_every, resume=fit.resume == "auto")
             seconds = time.perf_counter() - t0
             used_threads = torch.get_num_threads()
 
         last = history[-1]
         metrics = {
-            "start": fit["model"], "init": str(init) if init_sha else None, "init_sha256": init_sha,
+            "start": fit.model, "init": str(init) if init_sha else None, "init_sha256": init_sha,
             "train_images": len(files), "steps": last["step"], "params_m": round(sum(x.numel() for x in model.parameters()) / 1e6, 3),
             # PSNR of the last logged window of training crops through posterior samples: a training figure; the
             # held-out ones are extract's val_psnr_db / val_ssim when tokenizer.checkpoint is this tokenizer
@@ -70,8 +66,8 @@ def main(params_path: str = "params.yaml", split_path: str = "data/split.json", 
             "seconds": round(seconds, 1), "device": device.type, "threads": used_threads if device.type == "cpu" else None,
         }
         history_brief = [{k: h[k] for k in ("step", "crop", "lr", "rec", "kl", "psnr")} for h in history]
-        save_tokenizer(model, out / "tokenizer.safetensors", dtype=SAVE_DTYPES[fit["save_dtype"]],
-                       metadata={"mdgen_fit": {"params": fit, "seed": p["seed"], "image_size": size, **metrics,
+        save_tokenizer(model, out / "tokenizer.safetensors", dtype=SAVE_DTYPES[fit.save_dtype],
+                       metadata={"mdgen_fit": {"params": asdict(fit), "seed": p["seed"], "image_size": size, **metrics,
                                                "torch": torch.__version__}, "mdgen_history": history_brief})
         with atomic_path(out / "README.md") as card:
             card.write_text(model_card(fit, metrics, history, start, data_dir=manifest["data_dir"], image_size=size))
@@ -81,18 +77,21 @@ def main(params_path: str = "params.yaml", split_path: str = "data/split.json", 
     return metrics
 
 
-def model_card(fit: dict, metrics: dict, history: list[dict], start: str, data_dir: str, image_size: int) -> str:
+def model_card(fit: TokenizerFitConfig, metrics: dict, history: list[dict], start: str, data_dir: str,
+               image_size: int) -> str:
     """The model card of a fitted tokenizer: `templates/fitted_tokenizer_card.md` filled in."""
     rows = history[:: max(1, len(history) // 12)]
     rows += [h for h in history[-1:] if h is not rows[-1]]
     curve = "\n".join(f"| {h['step']} | {h['crop']} | {h['lr']:.2e} | {h['rec']:.4f} | {h['psnr']:.2f} |" for h in rows)
-    recipe = ", ".join(f"{k} {fit[k]}" for k in RECIPE if k != "checkpoint_every")
+    recipe = ", ".join(f"{f.name} {getattr(fit, f.name)}" for f in fields(TokenizerRecipe)
+                       if f.name not in ("init_logvar", "zero_init_residual") or fit.model != "init")
+
     def windows(crop: int) -> str:
         return "whole images" if crop >= image_size else f"random {crop}-px crops on the latent grid"
 
-    trained_on = windows(fit["crop"])
-    if fit["final_steps"]:
-        trained_on += f", the last {fit['final_steps']} steps on {windows(fit['final_crop'])}"
+    trained_on = windows(fit.crop)
+    if fit.final_steps:
+        trained_on += f", the last {fit.final_steps} steps on {windows(fit.final_crop)}"
     template = CARD_TEMPLATE.read_text(encoding="utf-8")
     return template.format(start=start, data_dir=data_dir, m=metrics, recipe=recipe, curve=curve,
                            windows=trained_on, minutes=metrics["seconds"] / 60)

@@ -15,16 +15,16 @@ import json
 import platform
 import tempfile
 import time
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
 
 import torch
 
-from mdgen.errors import MissingFileError
 from mdgen.accel import torch_threads
+from mdgen.errors import MissingFileError
 from mdgen.io import atomic_path
-from mdgen.params import Bool, Float, Int, ParamsError, Spec, load_params
+from mdgen.params import Float, Int, IntList, ParamsError, Spec, TokenizerRecipe, load, setting
 from mdgen.simulate import RadarConfig, simulate_dataset
 from mdgen.tokenizer import SAVE_DTYPES, save_tokenizer
 from mdgen.vae_training import collect_files, evaluate_tokenizer, linear_codec_psnr, train_tokenizer
@@ -34,68 +34,67 @@ CARD_TEMPLATE = "templates/tokenizer_card.md"  # in the mdgen package
 LINEAR_COMPONENTS = (32, 64, 128, 256)  # numbers per 16x16 patch for the linear (PCA) yardstick
 
 
-def IntList(lo: int = 1) -> Spec:
-    return Spec(list, lambda v: len(v) > 0 and all(isinstance(x, int) and not isinstance(x, bool) and x >= lo
-                                                   for x in v), f"a non-empty list of integers >= {lo}")
+# the config file's sections; every key is required, the values live in the file only
 
 
-# every key the config must have; the defaults live in the config file only
-SCHEMA: dict[str, Spec] = {
-    "model.ch": Int(32),
-    "model.ch_mult": IntList(1),
-    "model.num_res_blocks": Int(1, 8),
-    "model.attn_resolutions": Spec(list, lambda v: all(isinstance(x, int) and x >= 1 for x in v),
-                                   "a list of integers >= 1"),
-    "model.dropout": Float(0.0, 1.0, hi_open=True),
-    "model.z_channels": Int(1),
-    "model.embed_dim": Int(1),
-    "data.image_size": Int(16, 4096),
-    "data.train_users": Int(1),
-    "data.train_images_per_user": Int(1),
-    "data.train_seed": Int(0),
-    "data.heldout_users": Int(1),
-    "data.heldout_images_per_user": Int(1),
-    "data.heldout_seed": Int(0),
-    "train.seed": Int(0),
-    "train.steps": Int(1),
-    "train.batch_size": Int(1),
-    "train.lr": Float(0.0, 1.0, lo_open=True),
-    "train.min_lr_ratio": Float(0.0, 1.0),
-    "train.warmup_steps": Int(0),
-    "train.weight_decay": Float(0.0),
-    "train.beta1": Float(0.0, 1.0, hi_open=True),
-    "train.beta2": Float(0.0, 1.0, hi_open=True),
-    "train.kl_weight": Float(0.0),
-    "train.l1_weight": Float(0.0),
-    "train.l2_weight": Float(0.0),
-    "train.grad_clip": Float(0.0, lo_open=True, optional=True),
-    "train.crop": Int(16),
-    "train.final_crop": Int(16, optional=True),
-    "train.final_steps": Int(0),
-    "train.init_logvar": Float(-30.0, 20.0, optional=True),
-    "train.zero_init_residual": Bool(),
-    "train.threads": Int(1, optional=True),
-    "train.log_every": Int(1),
-    "save.dtype": Spec(str, lambda v: v in SAVE_DTYPES, "one of " + " | ".join(SAVE_DTYPES)),
-}
+@dataclass(frozen=True)
+class ModelSection:
+    """AutoencoderKL constructor arguments (upstream names); resolution = data.image_size."""
+    ch: int = setting(Int(32), "base width; GroupNorm(32): every level width ch * ch_mult must be a multiple of 32")
+    ch_mult: list = setting(IntList(1), "width multiplier per level (5 levels = f16)")
+    num_res_blocks: int = setting(Int(1, 8), "residual blocks per encoder level; the decoder has one more")
+    attn_resolutions: list = setting(IntList(1, empty=True), "feature-map sides with attention")
+    dropout: float = setting(Float(0.0, 1.0, hi_open=True), "dropout in the residual blocks")
+    z_channels: int = setting(Int(1), "latent channels before quant_conv")
+    embed_dim: int = setting(Int(1), "latent channels")
 
 
-def read_config(path: str | Path) -> dict[str, dict[str, Any]]:
-    """The validated config as {section: {key: value}}, by `mdgen.params` with this file's SCHEMA.
+@dataclass(frozen=True)
+class DataSection:
+    """Simulated with mdgen.simulate (default RadarConfig)."""
+    image_size: int = setting(Int(16, 4096), "image side")
+    train_users: int = setting(Int(1), "simulated persons to train on")
+    train_images_per_user: int = setting(Int(1), "images per training person")
+    train_seed: int = setting(Int(0), "simulation seed of the training set (not the pipeline's)")
+    heldout_users: int = setting(Int(1), "simulated persons to measure on")
+    heldout_images_per_user: int = setting(Int(1), "images per held-out person")
+    heldout_seed: int = setting(Int(0), "simulation seed of the held-out set")
+
+
+@dataclass(frozen=True)
+class TrainSection(TokenizerRecipe):
+    seed: int = setting(Int(0), "init, crop positions, posterior noise")
+    threads: int | None = setting(Int(1, optional=True), "torch threads; null: torch's default (the weights "
+                                                        "depend on it bitwise)")
+    log_every: int = setting(Int(1), "steps per history row")
+
+
+@dataclass(frozen=True)
+class SaveSection:
+    dtype: str = setting(Spec(str, lambda v: v in SAVE_DTYPES, "one of " + " | ".join(SAVE_DTYPES)), "weights on disk")
+
+
+@dataclass(frozen=True)
+class ReleaseConfig:
+    model: ModelSection
+    data: DataSection
+    train: TrainSection
+    save: SaveSection
+
+
+def read_config(path: str | Path) -> ReleaseConfig:
+    """The validated config, by `mdgen.params` with this file's sections.
 
     Unknown or missing keys and bad values are errors naming the file, the key, the value and what was expected.
     """
     path = Path(path)
     if not path.is_file():
         raise MissingFileError(f"tokenizer training config {path} not found")
-    config: dict[str, dict[str, Any]] = {s: {} for s in sorted({key.split(".")[0] for key in SCHEMA})}
-    for key, value in load_params(path, schema=SCHEMA).items():
-        section, name = key.split(".", 1)
-        config[section][name] = value
-    model = config["model"]
-    bad = [model["ch"] * m for m in model["ch_mult"] if model["ch"] * m % 32]
+    config = load(path, root=ReleaseConfig)
+    model = config.model
+    bad = [model.ch * m for m in model.ch_mult if model.ch * m % 32]
     if bad:
-        raise ParamsError(f"{path}: model.ch = {model['ch']} x model.ch_mult = {model['ch_mult']} gives widths {bad}: "
+        raise ParamsError(f"{path}: model.ch = {model.ch} x model.ch_mult = {model.ch_mult} gives widths {bad}: "
                           f"every width must be a multiple of 32 (GroupNorm with 32 groups)")
     return config
 
@@ -138,7 +137,8 @@ def main(params_path: str = DEFAULT_CONFIG, out: str | None = None, card: str | 
     """
     t_total = time.perf_counter()
     config_path = Path(params_path)
-    config = read_config(config_path)
+    release = read_config(config_path)
+    config = dataclasses.asdict(release)  # the card and the checkpoint's metadata take plain dicts
     out = Path(out) if out else config_path.with_suffix(".safetensors")
     card = Path(card) if card else config_path.with_suffix(".md")
     d, t = config["data"], config["train"]
@@ -151,9 +151,9 @@ def main(params_path: str = DEFAULT_CONFIG, out: str | None = None, card: str | 
         with torch_threads(t["threads"]):
             t_train = time.perf_counter()
             model_config = {**config["model"], "resolution": d["image_size"]}
-            model, history = train_tokenizer(
-                tmp / "train", model_config=model_config, image_size=d["image_size"], progress=progress,
-                **{k: v for k, v in t.items() if k != "threads"})
+            model, history = train_tokenizer(tmp / "train", release.train, release.train.seed,
+                                             model_config=model_config, image_size=d["image_size"],
+                                             log_every=release.train.log_every, progress=progress)
             train_seconds = time.perf_counter() - t_train
             heldout = collect_files(tmp / "heldout")
             metrics = evaluate_tokenizer(model, heldout, image_size=d["image_size"], seed=t["seed"])

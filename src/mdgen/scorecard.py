@@ -1,0 +1,229 @@
+"""The evaluation of a set of generated spectrograms against the real data and the judge: six questions,
+each a section of metrics/evaluate.json (`evaluate` runs them, `mdgen.stages.evaluate` writes them).
+
+  conditional   -- does a sample show the requested person? (the judge's top-1, vs on real val)
+  tstr          -- can a classifier learn the persons from samples alone? (train on synthetic, test on
+                   real val, beside the judge trained on real: TRTR)
+  distribution  -- do samples look like real data? (FID/KID/precision/recall/density/coverage
+                   in the judge's features, next to the real-vs-real floor)
+  memorisation  -- are samples copies of training images?
+  kinematics    -- do samples walk like the person? (torso speed, gait cycle, limb envelope)
+  augmentation  -- do samples help a few-shot classifier on real val?
+
+The math of each figure is `mdgen.metrics`'; this module gathers the inputs and fills the sections.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from mdgen.classifier import SpectrogramResNet, features, load_classifier, predict, train_classifier
+from mdgen.errors import BadFileError, DataError, MissingFileError
+from mdgen.images import load_images
+from mdgen.io import list_images, list_users
+from mdgen.metrics import (GAIT_KEYS, augmentation_gain, compare_gait, density_coverage, fid_floor, frechet_distance,
+                           gait_measures, kernel_inception_distance, memorisation_share, per_class_accuracy,
+                           precision_recall)
+from mdgen.params import ClassifierConfig, EvaluateConfig
+from mdgen.spectrogram import image_axes
+from mdgen.split import files_and_labels, read_split
+
+
+@dataclass
+class Inputs:
+    """What every section reads: uint8 images [N, H, W, 3] and labels in the classifier's user order."""
+    users: list[str]
+    data_dir: str
+    model: SpectrogramResNet
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    gen_files: list[Path]
+    x_gen: np.ndarray
+    y_gen: np.ndarray
+
+    @property
+    def requested(self) -> list[int]:
+        """Labels of the users the samples were generated for."""
+        return sorted(set(self.y_gen.tolist()))
+
+
+def load_generated(samples_dir: str | Path, users: list[str],
+                   image_size: int) -> tuple[list[Path], np.ndarray, np.ndarray]:
+    """Files, uint8 images and labels of samples_dir/<user>/*; every user folder must be a classifier user."""
+    files, labels = [], []
+    for user in list_users(samples_dir):
+        if user not in users:
+            raise DataError(f"{samples_dir}/{user}: not a user of the real data / classifier ({', '.join(users)})")
+        for f in list_images(Path(samples_dir) / user):
+            files.append(f)
+            labels.append(users.index(user))
+    if not files:
+        raise MissingFileError(f"{samples_dir} holds no generated images (run the `sample` stage)")
+    return files, load_images(files, image_size), np.asarray(labels, dtype=np.int64)
+
+
+def simulator_truth(sim_manifest: dict, users: list[str]) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Ground-truth torso speed and gait cycle of every simulated image, as (measures, labels)."""
+    speed, cycle, labels = [], [], []
+    for u in sim_manifest["users"]:
+        if u["id"] in users:
+            for im in u["images"]:
+                speed.append(im["radial_speed_mps"])
+                cycle.append(im["cycle_s"])
+                labels.append(users.index(u["id"]))
+    return ({"torso_speed_mps": np.array(speed, float), "cycle_s": np.array(cycle, float)},
+            np.array(labels, dtype=np.int64))
+
+
+def _none_if_nan(x: float) -> float | None:
+    return None if x is None or not np.isfinite(x) else float(x)
+
+
+def load_inputs(image_size: int, split_path: str | Path, classifier_path: str | Path,
+                samples_dir: str | Path) -> Inputs:
+    """The split's real images, the generated ones and the judge; its users must be the split's."""
+    manifest = read_split(split_path)
+    users = manifest["users"]
+    model, meta = load_classifier(classifier_path)
+    if meta["users"] != users:
+        raise BadFileError(f"{classifier_path} was trained for users {meta['users']}, the split has {users} "
+                         "(re-run the `classifier` stage)")
+    train_files, y_train = files_and_labels(manifest, "train")
+    val_files, y_val = files_and_labels(manifest, "val")
+    x_train, x_val = load_images(train_files, image_size), load_images(val_files, image_size)
+    gen_files, x_gen, y_gen = load_generated(samples_dir, users, image_size)
+    return Inputs(users, manifest["data_dir"], model, x_train, y_train.numpy(), x_val, y_val.numpy(),
+                  gen_files, x_gen, y_gen)
+
+
+def conditional_accuracy(d: Inputs) -> tuple[dict, dict]:
+    """Section `conditional` (classifier top-1 on samples vs on real val), and what its plots draw."""
+    n_cls, requested = len(d.users), d.requested
+    pred_gen, pred_val = predict(d.model, d.x_gen).argmax(1), predict(d.model, d.x_val).argmax(1)
+    acc_gen_u = per_class_accuracy(d.y_gen, pred_gen, n_cls)
+    acc_val_u = per_class_accuracy(d.y_val, pred_val, n_cls)
+    on_req = np.isin(d.y_val, requested)
+    acc_gen, acc_val = float(np.mean(pred_gen == d.y_gen)), float(np.mean(pred_val[on_req] == d.y_val[on_req]))
+    section = {
+        "generated_accuracy": acc_gen,
+        "real_val_accuracy": acc_val,
+        "ratio": acc_gen / acc_val if acc_val > 0 else None,
+        "generated_images": len(d.gen_files),
+        "per_user": {d.users[c]: {"generated": _none_if_nan(acc_gen_u[c]), "real_val": _none_if_nan(acc_val_u[c])}
+                     for c in requested},
+    }
+    plot = {"generated": [acc_gen_u[c] for c in requested], "real_val": [acc_val_u[c] for c in requested],
+            "predicted": pred_gen, "predicted_val": pred_val}
+    return section, plot
+
+
+def synthetic_to_real(d: Inputs, classifier: ClassifierConfig, seed: int, trtr: float) -> dict:
+    """Section `tstr`: the judge's recipe trained on the generated samples alone, tested on real val (train on
+    synthetic, test on real), beside the judge itself, trained on real train, on the same val images (TRTR)."""
+    model = train_classifier(d.x_gen, d.y_gen, len(d.users), classifier, seed, progress="train on synthetic")
+    on_req = np.isin(d.y_val, d.requested)
+    pred = predict(model, d.x_val[on_req]).argmax(1)
+    tstr = float(np.mean(pred == d.y_val[on_req]))
+    per_user = per_class_accuracy(d.y_val[on_req], pred, len(d.users))
+    return {"tstr_accuracy": tstr, "trtr_accuracy": trtr, "ratio": tstr / trtr if trtr > 0 else None,
+            "train_images": len(d.gen_files), "val_images": int(on_req.sum()),
+            "per_user": {d.users[c]: _none_if_nan(per_user[c]) for c in d.requested}}
+
+
+def distribution(d: Inputs, feats: dict[str, np.ndarray], config: EvaluateConfig, seed: int) -> dict:
+    """Section `distribution`: FID, KID, precision/recall, density/coverage of samples vs real val in the
+    classifier's features, next to the real train-vs-val floors, overall and KID per user."""
+    f_train, f_val, f_gen = feats["train"], feats["val"], feats["gen"]
+    kid_kw = dict(subsets=config.kid_subsets, subset_size=config.kid_subset_size, seed=seed)
+    kid = kernel_inception_distance(f_gen, f_val, **kid_kw)
+    kid_floor = kernel_inception_distance(f_train, f_val, **kid_kw)
+    fid = frechet_distance(f_gen, f_val)
+    floor, floor_std = fid_floor(f_train, f_val, len(f_gen), seed, subsets=config.floor_subsets)
+    section = {
+        "fid": fid,
+        "fid_real_floor": floor, "fid_real_floor_std": floor_std, "fid_ratio": fid / floor if floor > 0 else None,
+        "kid": kid["kid"], "kid_std": kid["kid_std"],
+        "kid_real_floor": kid_floor["kid"], "kid_real_floor_std": kid_floor["kid_std"],
+        **precision_recall(f_val, f_gen, k=config.precision_recall_k),
+        **density_coverage(f_val, f_gen, k=config.density_coverage_k),
+        "per_user_kid": {},
+    }
+    for c in d.requested:
+        g, v, t = f_gen[d.y_gen == c], f_val[d.y_val == c], f_train[d.y_train == c]
+        if min(len(g), len(v), len(t)) >= 2:
+            section["per_user_kid"][d.users[c]] = {
+                "generated": kernel_inception_distance(g, v, **kid_kw)["kid"],
+                "real_floor": kernel_inception_distance(t, v, **kid_kw)["kid"]}
+    return section
+
+
+def memorisation(feats: dict[str, np.ndarray], config: EvaluateConfig) -> tuple[dict, list[tuple[int, int, float]]]:
+    """Section `memorisation` (samples nearer a train image than real val usually is), and the closest pairs."""
+    mem = memorisation_share(feats["gen"], feats["train"], feats["val"],
+                             percentile=config.memorisation_percentile, n_pairs=config.plot_pairs)
+    section = {k: mem[k] for k in ("share", "expected", "threshold", "median_gen_to_train", "median_val_to_train")}
+    return section, mem["pairs"]
+
+
+def kinematics(d: Inputs, image_size: int) -> tuple[dict, dict]:
+    """Section `kinematics` (gait measured on samples vs real val, and vs the simulator's truth when there
+    is one), and the per-user mean/std panels of its plot."""
+    velocity, times, sim_manifest, axes_source = image_axes(d.data_dir, image_size, image_size)
+    sources = {"real": (gait_measures(d.x_val, velocity, times), d.y_val),
+               "generated": (gait_measures(d.x_gen, velocity, times), d.y_gen)}
+    if sim_manifest is not None:
+        sources["truth"] = simulator_truth(sim_manifest, d.users)
+    # generated vs real per person; with the simulator's truth also both vs truth (real vs truth is
+    # the measurement's own error, the floor for generated vs truth)
+    gait = compare_gait(sources, d.users, d.requested, reference="truth" if "truth" in sources else "real")
+    if "truth" in sources:
+        gait["mae"].update(compare_gait({k: sources[k] for k in ("real", "generated")}, d.users, d.requested,
+                                        reference="real")["mae"])
+    section = {"axes": axes_source, **gait["mae"],
+               "per_user": {u: {f"{name}_{k}": v["mean"] for name, m in row.items() for k, v in m.items()}
+                            for u, row in gait["per_user"].items()}}
+    req_users = [d.users[c] for c in d.requested]
+    panels = {k: {name: ([gait["per_user"][u][name][k]["mean"] for u in req_users],
+                         [gait["per_user"][u][name][k]["std"] for u in req_users])
+                  for name in sources if k in sources[name][0]} for k in GAIT_KEYS}
+    return section, panels
+
+
+def augmentation(d: Inputs, classifier: ClassifierConfig, config: EvaluateConfig, seed: int) -> dict:
+    """Section `augmentation`: few-shot classifiers on real val, trained without and with the samples."""
+    aug = augmentation_gain(d.x_train, d.y_train, d.x_val, d.y_val, d.x_gen, d.y_gen, len(d.users),
+                            fewshot_per_user=config.fewshot_per_user,
+                            seeds=[seed + i for i in range(config.seeds)],
+                            classifier=replace(classifier, steps=config.fewshot_steps), progress=True)
+    section = {k: v for k, v in aug.items() if k not in ("seeds", "real_only", "real_plus_generated")}
+    section["per_seed"] = {f"seed_{s}": {"real_only": a, "real_plus_generated": b}
+                           for s, a, b in zip(aug["seeds"], aug["real_only"], aug["real_plus_generated"])}
+    return section
+
+
+def evaluate(d: Inputs, classifier: ClassifierConfig, config: EvaluateConfig, seed: int, image_size: int,
+             say: Callable[[str], None] = print) -> tuple[dict, dict]:
+    """Every section of metrics/evaluate.json, and what the stage's figures draw: `(metrics, figures)`.
+
+    `classifier`: the judge's recipe, which also trains the train-on-synthetic and the few-shot classifiers;
+    `say` gets a line as each section starts (the whole takes minutes)."""
+    conditional, accuracy = conditional_accuracy(d)
+    feats = {part: features(d.model, x) for part, x in (("train", d.x_train), ("val", d.x_val), ("gen", d.x_gen))}
+    say("conditional accuracy and judge features done")
+    metrics = {"conditional": conditional}
+    say("train on synthetic, test on real")
+    metrics["tstr"] = synthetic_to_real(d, classifier, seed, conditional["real_val_accuracy"])
+    say("distribution (FID and its floor over train subsets, KID, precision/recall)")
+    metrics["distribution"] = distribution(d, feats, config, seed)
+    say("memorisation")
+    metrics["memorisation"], pairs = memorisation(feats, config)
+    say("kinematics")
+    metrics["kinematics"], gait_panels = kinematics(d, image_size)
+    say(f"few-shot augmentation gain ({config.seeds} seeds x 2 classifiers)")
+    metrics["augmentation"] = augmentation(d, classifier, config, seed)
+    return metrics, {"accuracy": accuracy, "pairs": pairs, "gait_panels": gait_panels}
