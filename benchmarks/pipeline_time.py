@@ -5,7 +5,7 @@
 
 DVC prints "Running stage '<name>':" when a stage starts; a stage's time is from its line to the next
 stage's line (or the end of the run), so it includes DVC's own hashing and caching of the outputs.
-Prints a Markdown table (the one in the README) and writes JSON with --out.
+Prints a Markdown table (the one in docs/reference-run.md) and writes JSON with --out.
 
 Machines of one kind differ in speed by up to 2x, so a pipeline time means little alone: first this runs the
 project's reference figure, `mdgen bench --what train --model LightningDiT-Tiny/2 --batch 32 --precision bf16

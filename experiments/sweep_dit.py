@@ -1,4 +1,4 @@
-"""Compare DiT training / sampling settings with the `evaluate` judge, outside DVC (the README's sweep table).
+"""Compare DiT training / sampling settings with the `evaluate` judge, outside DVC (the sweep tables of benchmarks/README.md).
 
 Run in a repository where `dvc repro` has run (it reads data/latents, data/split.json, the tokenizer
 and models/classifier.safetensors). Trains one DiT per call (or takes a trained one with "ema"), then

@@ -98,6 +98,9 @@ def test_train_writes_checkpoint_ema_and_dvclive(tmp_path):
     metrics = json.loads((root / "metrics/metrics.json").read_text())
     assert "loss" in metrics["val"] and "loss" in metrics["train"]
     assert steps_logged(root) == list(range(1, 13))
+    lr = (root / "metrics/plots/metrics/train/lr.tsv").read_text().splitlines()
+    assert lr[0].split("\t")[-1] == "lr" and [float(r.split("\t")[-1]) for r in lr[1:]] == pytest.approx([1e-3] * 12)
+    assert not (root / "metrics/plots/metrics/epoch.tsv").exists()  # steps, not epochs
 
 
 def test_ema_roundtrips_with_upstream_key_names(tmp_path):
@@ -122,8 +125,15 @@ def test_resume_continues_steps_and_logs(tmp_path, capsys):
 
 
 def ema_sha256(root: Path) -> str:
-    from mdgen.io import file_sha256
-    return file_sha256(root / "dit/ema.safetensors")
+    """sha256 of the EMA weights' bytes (the file's metadata holds paths, which differ between the runs' folders)."""
+    import hashlib
+
+    from safetensors.torch import load_file
+    h = hashlib.sha256()
+    for name, tensor in sorted(load_file(root / "dit/ema.safetensors").items()):
+        h.update(name.encode())
+        h.update(tensor.numpy().tobytes())
+    return h.hexdigest()
 
 
 KILL_SCRIPT = textwrap.dedent("""
@@ -331,9 +341,10 @@ def test_ddp_train_stage_writes_and_reports_once(tmp_path):
                        timeout=600, env={**os.environ, "PL_DISABLE_FORK": "1", "PYTHONPATH": str(REPO / "src")})
     assert p.returncode == 0, p.stderr[-3000:]
     assert p.stdout.count("train: 4 steps in") == 1 and p.stdout.count("train: starting fresh") == 1, p.stdout
-    summary = json.loads((tmp_path / "metrics/train/summary.json").read_text())
-    assert summary["step"] == 4 and {"val/loss", "val/loss_ema", "train_wall_s"} <= set(summary)
-    assert sorted(f.name for f in (tmp_path / "models/dit").iterdir()) == ["ema.safetensors", "last.ckpt"]
+    assert set(json.loads((tmp_path / "metrics/train.json").read_text())) == {"ema_val"}
+    details = json.loads((tmp_path / "metrics/details/train.json").read_text())
+    assert details["step"] == 4 and {"val/loss", "val/loss_ema", "train_wall_s"} <= set(details)
+    assert {"ema.safetensors", "last.ckpt"} <= {f.name for f in (tmp_path / "models/dit").iterdir()}
     tsv = (tmp_path / "metrics/train/plots/metrics/val/loss.tsv").read_text().splitlines()[1:]
     assert [int(row.split("\t")[0]) for row in tsv] == [2, 4]  # once per validation, not once per rank
 
@@ -363,3 +374,10 @@ def test_a_gpu_asked_for_on_a_machine_without_one_is_one_line(tmp_path, monkeypa
     from mdgen.errors import DivergedError
     assert cli.user_error(DivergedError("non-finite training loss nan at step 3"))
     assert not cli.user_error(ZeroDivisionError())  # a bug keeps its traceback
+
+
+def test_a_wsd_decay_shorter_than_a_step_ends_at_zero():
+    from mdgen.schedules import lr_factor
+    # 2 steps x 0.2 rounds to no decay step: the lr after the last step is 0, not a division by zero
+    assert [lr_factor(s, warmup_steps=0, max_steps=2, schedule="wsd", decay_fraction=0.2) for s in (0, 1, 2)] == \
+        [1.0, 1.0, 0.0]

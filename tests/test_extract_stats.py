@@ -28,7 +28,8 @@ def run_extract(ws, ckpt, flip="none", sample_posterior=True, tag="a"):
         "extract": {"batch_size": 3, "flip": flip, "sample_posterior": sample_posterior, "plot_per_user": 1}})
     out = ws / f"latents_{tag}"
     m = extract.main(str(params), split_path=str(ws / "split.json"), out_dir=str(out),
-                     metrics_path=str(ws / f"extract_{tag}.json"), plot_path=str(ws / f"recon_{tag}.png"))
+                     metrics_path=str(ws / f"extract_{tag}.json"), plot_path=str(ws / f"recon_{tag}.png"),
+                     tokenizer_path=str(ckpt))
     return out, m
 
 
@@ -113,13 +114,16 @@ def test_stats_errors():
 
 
 def test_missing_split_and_bad_tokenizer_errors(tmp_path):
-    params = write_params(tmp_path / "p.yaml", {"tokenizer": {"checkpoint": str(tmp_path / "nope.safetensors")}})
+    params = write_params(tmp_path / "p.yaml", {})
+    nope = str(tmp_path / "nope.safetensors")
     with pytest.raises(FileNotFoundError, match="run the `split` stage"):
-        extract.main(str(params), split_path=str(tmp_path / "split.json"), out_dir=str(tmp_path / "l"))
+        extract.main(str(params), split_path=str(tmp_path / "split.json"), out_dir=str(tmp_path / "l"),
+                     tokenizer_path=nope)
     data = make_image_folder(tmp_path / "data", users=2, per_user=2)
     (tmp_path / "split.json").write_text(json.dumps(make_split(data, split_config(0.5), 0)))
     with pytest.raises((FileNotFoundError, ValueError), match="nope.safetensors"):
-        extract.main(str(params), split_path=str(tmp_path / "split.json"), out_dir=str(tmp_path / "l"))
+        extract.main(str(params), split_path=str(tmp_path / "split.json"), out_dir=str(tmp_path / "l"),
+                     tokenizer_path=nope)
     assert not (tmp_path / "l").exists()
 
 

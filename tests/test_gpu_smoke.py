@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-STEPS = ["simulate", "split", "extract", "stats", "train_fp16", "train_ddp_1proc", "train_bf16", "sample",
+STEPS = ["simulate", "split", "tokenizer", "extract", "stats", "train_fp16", "train_ddp_1proc", "train_bf16", "sample",
          "classifier", "evaluate", "generate", "vavae_full_size"]
 
 

@@ -208,15 +208,22 @@ def test_classifier_and_evaluate_stages_write_all_metrics(tmp_path):
     params = write_params(tmp_path / "params.yaml", {**TINY_PARAMS, "data": {"dir": str(data), "image_size": 32}})
 
     cm = classifier_stage.main(params_path=params, split_path=tmp_path / "split.json",
-                               out=tmp_path / "classifier.safetensors", metrics_path=tmp_path / "classifier.json")
+                               out=tmp_path / "classifier.safetensors", metrics_path=tmp_path / "judge.json")
     assert set(cm["val_accuracy_per_user"]) == {"ID_1", "ID_2"}
-    assert json.loads((tmp_path / "classifier.json").read_text())["val_images"] == 4
+    assert json.loads((tmp_path / "details" / "judge.json").read_text())["val_images"] == 4
+    assert json.loads((tmp_path / "judge.json").read_text()) == {"val_acc": pytest.approx(cm["val_accuracy"], rel=1e-3)}
 
     m = evaluate_stage.main(params_path=params, split_path=tmp_path / "split.json",
                             classifier_path=tmp_path / "classifier.safetensors", samples_dir=samples,
                             metrics_path=tmp_path / "evaluate.json", plots_dir=tmp_path / "plots")
-    written = json.loads((tmp_path / "evaluate.json").read_text())
+    written = json.loads((tmp_path / "details" / "evaluate.json").read_text())
     assert written == json.loads(json.dumps(m))
+    # the declared metrics: numbers a researcher compares between runs, no per-person or per-seed detail
+    headline = json.loads((tmp_path / "evaluate.json").read_text())
+    assert len(headline) == 14 and all(isinstance(v, (int, float)) for v in headline.values())
+    assert headline["acc_x"] == pytest.approx(m["conditional"]["ratio"], rel=1e-3)  # 4 significant digits
+    assert headline["fid_x"] == pytest.approx(m["distribution"]["fid_ratio"], rel=1e-3)
+    assert headline["gain_lo"] == pytest.approx(m["augmentation"]["gain_ci95"][0], rel=1e-3)
     assert {"generated_accuracy", "real_val_accuracy", "ratio", "per_user"} <= set(m["conditional"])
     assert {"fid", "fid_real_floor", "fid_real_floor_std", "fid_ratio", "kid", "kid_real_floor",
             "precision", "recall", "density", "coverage", "per_user_kid"} <= set(m["distribution"])

@@ -41,7 +41,7 @@ def test_real_data_layout_through_split_and_extract(tmp_path):
     assert len(listed) == 19 and not any("Thumbs" in f for f in listed)
 
     extract.main(str(params), split_path=str(tmp_path / "split.json"), out_dir=str(tmp_path / "latents"),
-                 metrics_path=str(tmp_path / "extract.json"), plot_path=str(tmp_path / "recon.png"))
+                 metrics_path=str(tmp_path / "extract.json"), plot_path=str(tmp_path / "recon.png"), tokenizer_path=str(ckpt))
     tr = load_file(tmp_path / "latents/train.safetensors")
     va = load_file(tmp_path / "latents/val.safetensors")
     assert tr["latents"].shape[1:] == (32, 16, 16)

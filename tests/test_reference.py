@@ -18,7 +18,7 @@ LOCK = {"schema": "2.0", "stages": {
     "split": {"outs": [{"path": "data/split.json", "md5": "bbb"}]},
     "train": {"outs": [{"path": "models/dit", "md5": "ccc.dir"}, {"path": "metrics/train", "md5": "t1.dir", "cache": False}]},
 }}
-METRICS = {"conditional": {"ratio": 0.93}, "tstr": {"ratio": 0.85}, "distribution": {"fid_ratio": 3.6}}
+METRICS = {"acc_x": 0.93, "tstr_x": 0.85, "fid_x": 3.6}
 DVC_YAML = {"stages": {
     "simulate": {"outs": ["data/simulated"]},
     "split": {"outs": ["data/split.json"]},
@@ -26,21 +26,21 @@ DVC_YAML = {"stages": {
 }}
 COMPARED = {"data/simulated", "data/split.json", "models/dit"}
 RUN = {"machine": {"torch": "x", "arch": "x86_64", "cpu_flags": ["avx2"]},
-       "seed_std": {"conditional.ratio": 0.02, "tstr.ratio": 0.03, "distribution.fid_ratio": 0.3}, "tolerance_std": 3.0}
+       "seed_std": {"acc_x": 0.02, "tstr_x": 0.03, "fid_x": 0.3}, "tolerance_std": 3.0}
 
 
 def test_quality_within_the_seed_spread_passes_and_beyond_it_fails():
     assert reference.quality_failures(METRICS, METRICS, RUN["seed_std"], 3.0) == []
     near = copy.deepcopy(METRICS)
-    near["conditional"]["ratio"] = 0.93 - 0.05      # 2.5 std worse: a rerun may land there
-    near["distribution"]["fid_ratio"] = 3.6 - 2.0   # better is never a failure
+    near["acc_x"] = 0.93 - 0.05      # 2.5 std worse: a rerun may land there
+    near["fid_x"] = 3.6 - 2.0   # better is never a failure
     assert reference.quality_failures(near, METRICS, RUN["seed_std"], 3.0) == []
     bad = copy.deepcopy(METRICS)
-    bad["tstr"]["ratio"] = 0.70
-    bad["distribution"]["fid_ratio"] = 5.0
+    bad["tstr_x"] = 0.70
+    bad["fid_x"] = 5.0
     failures = reference.quality_failures(bad, METRICS, RUN["seed_std"], 3.0)
-    assert len(failures) == 2 and failures[0].startswith("tstr.ratio: 0.7000 against the reference 0.8500")
-    assert "distribution.fid_ratio: 5.0000" in failures[1]
+    assert len(failures) == 2 and failures[0].startswith("tstr_x: 0.7000 against the reference 0.8500")
+    assert "fid_x: 5.0000" in failures[1]
 
 
 def test_hashes_of_data_and_models_are_compared_metrics_and_figures_by_value_only():
@@ -82,7 +82,7 @@ def test_readme_table_is_replaced_between_markers_and_missing_markers_are_named(
 
 
 def test_readme_results_table_is_the_committed_metrics():
-    metrics, run = REPO / "metrics" / "evaluate.json", REPO / "data" / "reference" / "default_run.json"
+    metrics, run = REPO / "metrics" / "details" / "evaluate.json", REPO / "data" / "reference" / "default_run.json"
     table = reference.results_table(json.loads(metrics.read_text()), json.loads(run.read_text()))
     readme = (REPO / "README.md").read_text()
     assert f"{reference.BEGIN}\n{table}\n{reference.END}" in readme, "run `python release/readme_results.py`"

@@ -30,7 +30,7 @@ def ws(tmp_path_factory):
                   "compile": False},
         "sample": {"images_per_user": 3, "steps": 2, "batch_size": 2, "plot_per_user": 1}})
     lat = root / "data/latents"
-    extract.main(str(params), split_path=str(root / "data/split.json"), out_dir=str(lat),
+    extract.main(str(params), split_path=str(root / "data/split.json"), out_dir=str(lat), tokenizer_path=str(ckpt),
                  metrics_path=str(root / "metrics/extract.json"), plot_path=str(root / "plots/recon.png"))
     stats.main(str(params), latents_path=str(lat / "train.safetensors"), out=str(lat / "latents_stats.pt"),
                metrics_path=str(root / "metrics/stats.json"))
@@ -41,6 +41,7 @@ def ws(tmp_path_factory):
 
 def run_sample(root, params, tag):
     return sample.main(str(params), model_dir=str(root / "models/dit"), stats_path=str(root / "data/latents/latents_stats.pt"),
+                       tokenizer_path=str(root / "tok.safetensors"),
                        split_path=str(root / "data/split.json"), out_dir=str(root / f"samples_{tag}"),
                        plot_path=str(root / f"samples_{tag}.png"), metrics_path=str(root / f"sample_{tag}.json"))
 
@@ -91,6 +92,7 @@ def test_stats_mismatch_is_refused(ws, tmp_path):
     torch.save({"mean": s["mean"] + 1, "std": s["std"]}, bad)
     with pytest.raises(ValueError, match="not the latent statistics .* was trained with"):
         sample.main(str(params), model_dir=str(root / "models/dit"), stats_path=str(bad),
+                    tokenizer_path=str(root / "tok.safetensors"),
                     split_path=str(root / "data/split.json"), out_dir=str(tmp_path / "s"))
     assert not (tmp_path / "s").exists()
 
@@ -147,10 +149,9 @@ def test_a_tokenizer_that_does_not_fit_is_refused_even_when_allowed(ws, tmp_path
     # the model's latents are 32x4x4 of 64 px images (an f16 tokenizer); this one is f8: 32 px images
     f8 = tmp_path / "f8.safetensors"
     save_tokenizer(AutoencoderKL(ch=32, ch_mult=(1, 1, 1, 1), num_res_blocks=1, attn_resolutions=(), resolution=64), f8)
-    params = write_params(tmp_path / "params.yaml", {"data": {"image_size": 64}, "tokenizer": {"checkpoint": str(f8)},
-                                                     "sample": {"steps": 1}})
+    params = write_params(tmp_path / "params.yaml", {"data": {"image_size": 64}, "sample": {"steps": 1}})
     rc, err = run_cli(capsys, *generate_args(root, params, "--user", "ID_1", "--n", "1", "--out", str(tmp_path / "g"),
-                                             "--allow-other-tokenizer"))
+                                             "--tokenizer", str(f8), "--allow-other-tokenizer"))
     assert rc == 1 and "\n" not in err
     assert (f"tokenizer {f8} does not fit {ema}: the model makes 32x4x4 latents, the tokenizer decodes 32-channel "
             "ones 8x up (4x4 -> 32x32 images, data.image_size is 64)") in err

@@ -59,11 +59,13 @@ def test_stage_writes_figures_and_distances(images, tmp_path):
     (tmp_path / "params.yaml").write_text((REPO / "params.yaml").read_text())
     write_json(tmp_path / "split.json", make_split(images, split_config(0.34), 0))
     m = stage.main(str(tmp_path / "params.yaml"), str(tmp_path / "texture.json"), str(tmp_path / "split.json"))
-    written = json.loads((tmp_path / "texture.json").read_text())
+    written = json.loads((tmp_path / "details" / "texture.json").read_text())
     assert written["images"] == 6 and set(texture.FIGURES) <= set(written)
     z = texture.distances(m, json.loads(ref.read_text()))
     assert written["distance_in_reference_std"] == z and written["max_distance"] == max(
         max(v) if isinstance(v, list) else v for v in z.values())
+    # the declared metric: the worst distance alone
+    assert json.loads((tmp_path / "texture.json").read_text()) == {"tex_z": pytest.approx(written["max_distance"], rel=1e-3)}
 
 
 def test_bad_reference_is_named(tmp_path):

@@ -1,5 +1,6 @@
-"""The `tokenizer` stage (tokenizer/dvc.yaml) on a tiny folder: it fits on the train split only, fine-tunes or
-trains from scratch, resumes or starts over as its params say; `extract` switches tokenizers by params alone."""
+"""The `tokenizer` stage on a tiny folder: with steps 0 it hands tokenizer.checkpoint on unchanged; otherwise it fits on
+the train split only, fine-tunes or trains from scratch, resumes or starts over as its params say; `extract` switches
+tokenizers by params alone."""
 from __future__ import annotations
 
 import json
@@ -18,7 +19,7 @@ from mdgen.split import files_and_labels, make_split
 from mdgen.stages import extract
 from mdgen.stages import tokenizer as stage
 from mdgen.params import SCHEMA
-from mdgen.tokenizer import CONFIGS, SAVE_DTYPES, AutoencoderKL, load_tokenizer
+from mdgen.tokenizer import CONFIGS, SAVE_DTYPES, AutoencoderKL, load_tokenizer, prepared_tokenizer, tokenizer_file
 from tests.conftest import make_image_folder, make_tiny_tokenizer, split_config, write_params
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -35,10 +36,11 @@ def ws(tmp_path):
     return tmp_path, data, make_tiny_tokenizer(tmp_path / "tiny.safetensors")
 
 
-def params_file(ws, tag: str = "a", **fit):
+def params_file(ws, tag: str = "a", checkpoint=None, **fit):
     root, data, init = ws
     return write_params(root / f"params_{tag}.yaml", {
-        "data": {"dir": str(data), "image_size": 64}, "tokenizer": {"fit": {"init": str(init), **FIT, **fit}}})
+        "data": {"dir": str(data), "image_size": 64},
+        "tokenizer": {"checkpoint": str(checkpoint or init), "fit": {**FIT, **fit}}})
 
 
 def fit(ws, params, out: str = "tok") -> dict:
@@ -98,7 +100,7 @@ def test_a_killed_fit_resumes_to_the_same_weights(ws, monkeypatch, caplog):
     with pytest.raises(KeyboardInterrupt):
         fit(ws, params_file(ws), out="killed")
     assert not (ws[0] / "killed" / "tokenizer.safetensors").exists()
-    assert torch.load(ws[0] / "killed" / "resume.pt", weights_only=True)["step"] == 4
+    assert torch.load(ws[0] / ".killed.resume.pt", weights_only=True)["step"] == 4
     counter = CountSteps(monkeypatch)
     with caplog.at_level(logging.INFO, logger="mdgen.vae_training"):
         fit(ws, params_file(ws), out="killed")
@@ -128,7 +130,7 @@ def test_from_scratch_with_a_named_architecture(ws):
 
 def test_bad_fit_params_name_what_is_wrong(ws):
     with pytest.raises(FileNotFoundError, match="missing.safetensors"):
-        fit(ws, params_file(ws, "missing", init=str(ws[0] / "missing.safetensors")))
+        fit(ws, params_file(ws, "missing", checkpoint=ws[0] / "missing.safetensors"))
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="tokenizer.fit.device = 'cuda'"):
             fit(ws, params_file(ws, "cuda", device="cuda"))
@@ -137,22 +139,44 @@ def test_bad_fit_params_name_what_is_wrong(ws):
     assert not (ws[0] / "tok").exists()
 
 
-def test_extract_switches_between_shipped_fitted_and_full_size_vavae_by_params(ws):
+def test_steps_0_names_the_checkpoint_and_copies_nothing(ws):
+    root, _, init = ws
+    m = fit(ws, params_file(ws, steps=0))
+    assert m["start"] == "as-is" and m["checkpoint_sha256"] == file_sha256(init)
+    assert sorted(p.name for p in (root / "tok").iterdir()) == ["README.md", "tokenizer.json"]
+    assert prepared_tokenizer(root / "tok") == init and tokenizer_file(root / "tok") == init
+    assert "not fitted to this data" in (root / "tok" / "README.md").read_text()
+    # the checkpoint edited since: refused until the stage runs again
+    init.write_bytes(init.read_bytes() + b" ")
+    with pytest.raises(ValueError, match="changed since the `tokenizer` stage recorded it"):
+        prepared_tokenizer(root / "tok")
+
+
+def test_a_fitted_tokenizer_replaces_the_named_one_and_back(ws):
     root = ws[0]
     fit(ws, params_file(ws))
+    assert prepared_tokenizer(root / "tok") == root / "tok" / "tokenizer.safetensors"
+    fit(ws, params_file(ws, steps=0))  # back to the checkpoint as it is: the fitted file goes
+    assert prepared_tokenizer(root / "tok") == ws[2] and not (root / "tok" / "tokenizer.safetensors").exists()
+
+
+def test_extract_switches_between_shipped_fitted_and_full_size_vavae_by_params(ws):
+    root = ws[0]
     full = root / "vavae-imagenet256-f16d32-dinov2.pt"
     torch.manual_seed(0)
     torch.save({"state_dict": AutoencoderKL().state_dict()}, full)  # the released layout, random weights
     latents = {}
-    for name, ckpt in (("shipped", ws[2]), ("fitted", root / "tok" / "tokenizer.safetensors"), ("vavae", full)):
-        params = write_params(root / f"params_{name}.yaml", {
-            "data": {"dir": str(ws[1]), "image_size": 64}, "tokenizer": {"checkpoint": str(ckpt)},
-            "extract": {"batch_size": 4, "plot_per_user": 1}})
+    for name, ckpt, steps in (("shipped", ws[2], 0), ("fitted", ws[2], FIT["steps"]), ("vavae", full, 0)):
+        fit(ws, params_file(ws, name, checkpoint=ckpt, steps=steps), out=f"tok_{name}")
+        prepared = prepared_tokenizer(root / f"tok_{name}")
+        params = write_params(root / f"params_x_{name}.yaml", {
+            "data": {"dir": str(ws[1]), "image_size": 64}, "extract": {"batch_size": 4, "plot_per_user": 1}})
         out = root / f"latents_{name}"
         extract.main(str(params), split_path=str(root / "split.json"), out_dir=str(out),
+                     tokenizer_path=str(root / f"tok_{name}"),
                      metrics_path=str(root / f"extract_{name}.json"), plot_path=str(root / f"recon_{name}.png"))
         with safe_open(str(out / "train.safetensors"), "pt") as f:
-            assert f.metadata()["tokenizer_sha256"] == file_sha256(ckpt)
+            assert f.metadata()["tokenizer_sha256"] == file_sha256(prepared)
             latents[name] = f.get_tensor("latents")
         assert latents[name].shape[1:] == (32, 4, 4)
     assert not torch.equal(latents["shipped"], latents["fitted"])
@@ -165,24 +189,26 @@ def test_fine_tunes_a_full_size_vavae_pt(ws):
     full = root / "vavae-imagenet256-f16d32-dinov2.pt"
     torch.manual_seed(0)
     torch.save({"state_dict": AutoencoderKL().state_dict()}, full)
-    m = fit(ws, params_file(ws, "vavae", init=str(full), steps=1, batch_size=1, crop=64, final_crop=None,
+    m = fit(ws, params_file(ws, "vavae", checkpoint=full, steps=1, batch_size=1, crop=64, final_crop=None,
                             final_steps=0, save_dtype="bfloat16"))
     assert m["start"] == "init" and 69 < m["params_m"] < 71
     model = load_tokenizer(root / "tok" / "tokenizer.safetensors")
     assert {k: model.config[k] for k in CONFIGS["vavae-f16d32"]} == CONFIGS["vavae-f16d32"]
 
 
-def test_readme_profiles_are_valid_params(tmp_path):
-    from tests.test_workflows import readme_section, set_params_of, validated
+def test_docs_profiles_are_valid_params(tmp_path):
+    """The CPU and GPU profiles of docs/own-data.md, as `dvc exp run -S` applies them, pass the params schema."""
+    from tests.test_workflows import doc_section, set_params_of, validated
 
-    section = readme_section("Fitting the tokenizer to your data")
+    section = doc_section("docs/own-data.md", "Fitting the tokenizer to your data")
     blocks = re.findall(r"```bash\n(.*?)```", section, flags=re.S)
     commands = [c for b in blocks for c in b.replace("\\\n", " ").splitlines() if c.strip().startswith("dvc exp run")]
     assert len(commands) == 2, commands  # the CPU profile, the GPU profile
     cpu, gpu = (validated(tmp_path, set_params_of(c)) for c in commands)
-    assert cpu["tokenizer.checkpoint"] == gpu["tokenizer.checkpoint"] == "models/tokenizer/tokenizer.safetensors"
+    assert cpu["tokenizer.fit.steps"] == 1500 and cpu["tokenizer.checkpoint"].endswith("mdgen-vae-f16d32-sim.safetensors")
     assert cpu["tokenizer.fit.model"] == gpu["tokenizer.fit.model"] == "init"
-    assert gpu["tokenizer.fit.device"] == "cuda" and gpu["tokenizer.fit.init"].endswith("dinov2.pt")
+    assert gpu["tokenizer.fit.device"] == "cuda" and gpu["tokenizer.checkpoint"].endswith("dinov2.pt")
+    assert gpu["tokenizer.fit.steps"] > 0
     variant = re.search(r"The same GPU profile with (.*?) trains", section, flags=re.S).group(1)
     scratch = validated(tmp_path, set_params_of(commands[1]) + re.findall(r"-S ([a-z_.]+=[^\s`]+)", variant))
     assert scratch["tokenizer.fit.model"] == "vavae-f16d32" and scratch["tokenizer.fit.final_steps"] > 0

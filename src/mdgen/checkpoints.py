@@ -2,8 +2,9 @@
 
 - `last.ckpt` (Lightning's, written by `mdgen.dit_training`): `resume_decision` says whether a run may
   continue it; `export_upstream` turns it into upstream LightningDiT's `{'model', 'ema'}` .pt.
-- `ema.safetensors`: the EMA weights with their model config, users and data hashes in the metadata
-  (`save_ema`, `read_ema_meta`, `load_ema`), all that `sample` and `mdgen generate` need.
+- `ema.safetensors`: the EMA weights with their model config, users, and the path and sha256 of the latent
+  statistics and the tokenizer in the metadata (`save_ema`, `read_ema_meta`, `load_ema`), all that `sample`,
+  `mdgen generate` and `SpectrogramGenerator.from_pretrained` need.
 - Upstream `.pt` files: `read_dit_state` and `init_weights_from` for `train.init_from`.
 
 No Lightning import here, so reading a model for sampling does not pay for it.
@@ -65,7 +66,10 @@ def save_ema(path: str | Path, ema: torch.nn.Module, metadata: dict) -> None:
 
 
 def read_ema_meta(path: str | Path) -> dict:
-    """Metadata of an `ema.safetensors` (model name/config, users, stats hash, ...), without loading weights."""
+    """Metadata of an `ema.safetensors` (model name/config, users, `stats_path`/`stats_sha256`,
+    `tokenizer_path`/`tokenizer_sha256`, ...), without loading weights. The paths are as the training run had
+    them (relative ones: to its working directory); a model trained before mdgen recorded them has only the
+    sha256s (`SpectrogramGenerator.from_pretrained` then says what to pass)."""
     if not Path(path).is_file():
         raise MissingFileError(f"{path} not found (run the `train` stage first)")
     try:

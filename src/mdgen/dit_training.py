@@ -227,6 +227,9 @@ class FlowModule(L.LightningModule):
         self.log("train/loss", loss, prog_bar=True)
         return loss
 
+    def on_before_optimizer_step(self, optimizer):
+        self.log("train/lr", optimizer.param_groups[0]["lr"])  # the lr this step runs at
+
     def optimizer_step(self, *args, **kwargs):
         super().optimizer_step(*args, **kwargs)
         # here rather than in on_train_batch_end, which Lightning calls after the callbacks' hook: a checkpoint
@@ -343,7 +346,10 @@ def _dvclive_logger(**kwargs):
 
         @rank_zero_only
         def log_metrics(self, metrics, step=None, sync=False):
-            super().log_metrics(metrics, self.trainer.global_step, sync)
+            # Lightning adds the epoch to every row: in a run measured in steps it only draws a flat line
+            metrics = {k: v for k, v in metrics.items() if k != "epoch"}
+            if metrics:
+                super().log_metrics(metrics, self.trainer.global_step, sync)
 
     return StepLogger(**kwargs)
 
@@ -403,7 +409,8 @@ def train(model: ModelConfig, config: TrainConfig, seed: int, *, train_path: str
         strategy=c.strategy, precision=precision, gradient_clip_val=c.grad_clip, deterministic=c.deterministic,
         logger=logger, callbacks=[AtomicLastCheckpoint(last, c.checkpoint_every, record), *(callbacks or [])],
         enable_checkpointing=False, val_check_interval=c.val_every, check_val_every_n_epoch=None,
-        log_every_n_steps=c.log_every, enable_progress_bar=progress, enable_model_summary=False,
+        # at least one row in a run shorter than log_every: the plots of dvc.yaml read these files
+        log_every_n_steps=min(c.log_every, c.max_steps), enable_progress_bar=progress, enable_model_summary=False,
         num_sanity_val_steps=0, use_distributed_sampler=False,  # StepBatches shards by rank itself
     )
     logger.trainer = trainer
@@ -419,11 +426,17 @@ def train(model: ModelConfig, config: TrainConfig, seed: int, *, train_path: str
     metrics = {k: float(v) for k, v in val.items() if k.startswith("val/")}
     metrics["step"] = int(trainer.global_step)
     if trainer.is_global_zero:
+        latents_meta = read_latents_meta(train_path)
+        # stats and tokenizer by sha256 and by path as this run had them (a relative one: from its working
+        # directory, the repository root under `dvc repro`), so `SpectrogramGenerator.from_pretrained` finds them;
+        # the tokenizer's is extract's (None: latents of an older extract)
         save_ema(out_dir / "ema.safetensors", module.ema, {
             "model_name": model.name, "model_config": module.model.config, "users": train_ds.users,
             "latent_multiplier": c.latent_multiplier, "latent_shape": list(train_ds.latent_shape),
-            "stats_sha256": record["stats_sha256"], "step": int(trainer.global_step),
-            "tokenizer_sha256": read_latents_meta(train_path).get("tokenizer_sha256", ""),
+            "stats_sha256": record["stats_sha256"], "stats_path": Path(stats_path).as_posix(),
+            "step": int(trainer.global_step),
+            "tokenizer_sha256": latents_meta.get("tokenizer_sha256", ""),
+            "tokenizer_path": latents_meta.get("tokenizer_path"),
         })
     return metrics
 

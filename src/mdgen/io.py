@@ -189,6 +189,19 @@ def write_json(path: str | Path, obj) -> None:
         tmp.write_text(json.dumps(obj, indent=2) + "\n")
 
 
+def write_headline(path: str | Path, numbers: dict[str, float | None]) -> None:
+    """A declared metrics file: its numbers to 4 significant digits (what tells two runs apart; the details file
+    beside it keeps full precision), so that `dvc metrics show` prints every stage's in 200 columns."""
+    write_json(path, {k: None if v is None else float(f"{v:.4g}") for k, v in numbers.items()})
+
+
+def details_of(metrics_path: str | Path) -> Path:
+    """Where a stage writes the details behind its headline metrics file: metrics/details/<name> for
+    metrics/<name> (declared metrics hold the numbers compared between runs, details the rest)."""
+    metrics_path = Path(metrics_path)
+    return metrics_path.parent / "details" / metrics_path.name
+
+
 def read_json(path: str | Path) -> dict:
     """A JSON file, or an error that names it: MissingFileError, or BadFileError saying why it could not be read."""
     path = Path(path)

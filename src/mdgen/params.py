@@ -139,23 +139,24 @@ class TokenizerRecipe:
 
 @dataclass(frozen=True)
 class TokenizerFitConfig(TokenizerRecipe):
-    """The `tokenizer` stage (tokenizer/dvc.yaml): used only when tokenizer.checkpoint is its output."""
-    init: str = setting(Str(), "weights to fine-tune: the shipped tokenizer, or the released VA-VAE .pt")
+    """How the `tokenizer` stage fits tokenizer.checkpoint to the train split of data.dir (steps 0: it does not)."""
+    steps: int = setting(Int(0), "optimiser steps; 0: extract and sample use tokenizer.checkpoint as it is")
     # the names of mdgen.tokenizer.CONFIGS (tests/test_tokenizer.py checks them): params.py does not import torch
     model: str = setting(Choice("init", "small-f16d32", "vavae-f16d32"),
-                         "init: fine-tune `init`; a name: train that architecture from scratch")
+                         "init: fine-tune tokenizer.checkpoint; a name: train that architecture from scratch")
     device: str = setting(Choice("auto", "cpu", "cuda"), "auto: the first GPU if there is one, else the CPU")
     threads: int = setting(Int(0, 1024), "CPU threads (0: torch's default); the weights depend on it bitwise")
-    checkpoint_every: int = setting(Int(1), "steps between resume files (models/tokenizer/resume.pt)")
-    resume: str = setting(Choice("auto", "never"), "auto: continue resume.pt if recipe, train files and init "
-                                                   "match; never: start over")
-    save_dtype: str = setting(Choice("float16", "bfloat16", "float32"), "dtype of the weights on disk")
+    checkpoint_every: int = setting(Int(1), "steps between resume files (models/.tokenizer.resume.pt)")
+    resume: str = setting(Choice("auto", "never"), "auto: continue resume.pt if recipe, train files and starting "
+                                                   "weights match; never: start over")
+    save_dtype: str = setting(Choice("float16", "bfloat16", "float32"), "dtype of fitted weights on disk")
 
 
 @dataclass(frozen=True)
 class TokenizerConfig:
-    checkpoint: str = setting(Str(), "the tokenizer that encodes and decodes: the shipped one, the released "
-                                     "VA-VAE .pt, or models/tokenizer/tokenizer.safetensors (fitted)")
+    checkpoint: str = setting(Str(), "the tokenizer to start from: the shipped one, or the released VA-VAE .pt; "
+                                     "`tokenizer` prepares (or fits) it into models/tokenizer/, which extract "
+                                     "and sample use")
     fit: TokenizerFitConfig
 
 

@@ -13,7 +13,7 @@ def lr_factor(step: int, *, warmup_steps: int, max_steps: int, schedule: str = "
     Linear warm-up over `warmup_steps`, then: `constant`; `cosine` from 1 down to `floor` at
     `max_steps`; or `wsd` (warm-up, stable, decay), which holds the peak and decays linearly to
     zero over the last `decay_fraction` of the steps. A short CPU run gains from ending at a low lr
-    much as from a long EMA, without averaging in early weights (README sweep).
+    much as from a long EMA, without averaging in early weights (benchmarks/README.md, the sweeps).
     """
     if schedule not in LR_SCHEDULES:
         raise ValueError(f"lr schedule {schedule!r}: expected one of {', '.join(LR_SCHEDULES)}")
@@ -27,4 +27,6 @@ def lr_factor(step: int, *, warmup_steps: int, max_steps: int, schedule: str = "
     decay_start = max(warmup_steps, max_steps - round(decay_fraction * max_steps))
     if step < decay_start:
         return 1.0
+    if decay_start == max_steps:  # a decay shorter than one step: the lr after the last one
+        return 0.0
     return max(0.0, (max_steps - step) / (max_steps - decay_start))

@@ -1,6 +1,6 @@
 """Texture card of jet-coloured spectrogram images: the figures the real-data reference
-(`../shared/realism/real_texture.json`, a real 77 GHz gait set of 10 persons) holds, computed the same
-way, so that a simulated set (or a user's own) can be held against it and `dvc metrics diff` shows drift.
+(`data/reference/real_texture.json`, the card of a real 77 GHz gait set of 10 persons) holds, computed the
+same way, so that a simulated set (or a user's own) can be held against it and `dvc metrics diff` shows drift.
 
 Each image is read as RGB at 256x256 (bilinear resize otherwise). "Level" is the index of the nearest
 colour of a 256-entry jet table (`mdgen.spectrogram.TEXTBOOK_JET`, the reference's, not matplotlib's),

@@ -493,3 +493,31 @@ def save_tokenizer(model: AutoencoderKL, path: str | Path, metadata: dict | None
     tensors = {k: v.detach().to("cpu", dtype=dtype if dtype is not None and v.is_floating_point() else v.dtype)
                .contiguous() for k, v in model.state_dict().items()}
     save_safetensors(tensors, path, metadata)
+
+
+# what the `tokenizer` stage writes into its folder: which checkpoint `extract` and `sample` use
+PREPARED = "tokenizer.json"
+
+
+def tokenizer_file(path: str | Path) -> Path:
+    """The checkpoint a tokenizer argument stands for: the one a `tokenizer` stage folder names
+    (`prepared_tokenizer`), or the checkpoint file itself."""
+    return prepared_tokenizer(path) if Path(path).is_dir() else Path(path)
+
+
+def prepared_tokenizer(folder: str | Path) -> Path:
+    """The checkpoint the `tokenizer` stage chose (`folder`/tokenizer.json): its fitted tokenizer.safetensors, or,
+    unfitted, tokenizer.checkpoint itself, by path, its sha256 checked against the one recorded then (an edit
+    since the stage ran is an error: `dvc repro` runs the stage again)."""
+    from mdgen.io import file_sha256, read_json
+
+    folder = Path(folder)
+    record = read_json(folder / PREPARED)
+    path = folder / "tokenizer.safetensors" if record.get("fitted") else Path(record.get("checkpoint", ""))
+    if not path.is_file():
+        raise MissingFileError(f"tokenizer checkpoint {path} (named by {folder / PREPARED}) does not exist: "
+                               f"{RESTORE_HINT}")
+    if file_sha256(path) != record.get("sha256"):
+        raise BadFileError(f"{path} changed since the `tokenizer` stage recorded it in {folder / PREPARED} "
+                           "(sha256 differs): run `dvc repro`")
+    return path

@@ -89,6 +89,7 @@ cp "$REPO"/data/pretrained/mdgen-vae-f16d32-sim.safetensors "$WORK/data/pretrain
 
 step simulate mdgen simulate
 step split mdgen split
+step tokenizer mdgen tokenizer
 step extract mdgen extract
 step stats mdgen stats
 (cd "$WORK" && set_params train.precision=$FP16)

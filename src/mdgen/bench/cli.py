@@ -76,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog="\n".join(__doc__.splitlines()[1:]))
     bool_flag = argparse.BooleanOptionalAction
-    p.add_argument("--what", choices=WHATS + ("all",), default="all")
+    p.add_argument("--what", choices=WHATS + ("all",), default="all", help="which section to time (default: all)")
     p.add_argument("--model", choices=list(LightningDiT_configs), metavar="NAME",
                    help=f"registered DiT size: {', '.join(LightningDiT_configs)} (default LightningDiT-B/1; "
                         f"--quick: {QUICK_MODEL} shrunk to {QUICK_DIT})")
@@ -89,8 +89,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sdpa", choices=SDPA_BACKENDS, default="auto", help="attention kernel (default auto)")
     p.add_argument("--tf32", action=bool_flag, help="TF32 for fp32 matmuls/convs (default: on for CUDA)")
     p.add_argument("--fused-adamw", action=bool_flag, help="fused AdamW (default: on for CUDA)")
-    p.add_argument("--ema", choices=("foreach", "loop"), default="foreach")
-    p.add_argument("--data", choices=("device", "host"), default="device")
+    p.add_argument("--ema", choices=("foreach", "loop"), default="foreach",
+                   help="EMA update: one fused lerp over all tensors (mdgen's), or upstream's loop per tensor")
+    p.add_argument("--data", choices=("device", "host"), default="device",
+                   help="training batches already on the device, or copied in from pinned host memory each step")
     p.add_argument("--host-sync", action=bool_flag, default=False, help="read the loss on the host every step")
     p.add_argument("--channels-last", action=bool_flag, help="NHWC tokenizer (default: on for CUDA)")
     p.add_argument("--steps", "--nfe", dest="steps", type=int,
@@ -99,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="steps of the end-to-end sampling run, 0 to skip (default: --steps on CPU, 25 on GPU)")
     p.add_argument("--cfg-scale", type=float, default=2.0, help="guidance scale; 1 = none (default 2.0)")
     p.add_argument("--cfg-interval-start", type=float, default=0.1, help="no guidance while t < this (default 0.1)")
-    p.add_argument("--timestep-shift", type=float, default=0.3)
+    p.add_argument("--timestep-shift", type=float, default=0.3, help="the sampling grid's bend (default 0.3)")
     p.add_argument("--skip-uncond", action=bool_flag, default=True,
                    help="skip the unconditional half outside the guidance interval (default on)")
     p.add_argument("--repeats", type=int, help="timed rounds, median reported (default 5 on GPU, 3 on CPU, 2 --quick)")
@@ -107,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, help="untimed calls first, compilation among them (default 3 GPU, 1 CPU)")
     p.add_argument("--quick", action="store_true", help="tiny model and tokenizer: seconds on a CPU")
     p.add_argument("--device", help="default cuda when available, else cpu")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the random weights and data (default 0)")
     p.add_argument("--params", default="params.yaml",
                    help="parameters file whose model.*, train.* and seed configure the train section's "
                         "FlowModule (default: params.yaml); the flags above override model, batch, compile, "

@@ -1,4 +1,4 @@
-"""`classifier` stage: real train images -> models/classifier.safetensors, metrics/classifier.json.
+"""`classifier` stage: real train images -> models/classifier.safetensors, metrics/judge.json.
 
 The judge of the `evaluate` stage. It sees only the real train split (never generated
 samples, never val), so it depends on the data alone and stays cached across DiT experiments.
@@ -11,7 +11,7 @@ import numpy as np
 from mdgen import params
 from mdgen.classifier import predict, save_classifier, set_threads, train_classifier
 from mdgen.images import load_images
-from mdgen.io import write_json
+from mdgen.io import details_of, write_headline, write_json
 from mdgen.metrics import per_class_accuracy
 from mdgen.split import files_and_labels, read_split
 
@@ -19,7 +19,8 @@ KEYS = ["seed", "data.image_size", "classifier"]
 
 
 def main(params_path: str = "params.yaml", split_path: str = "data/split.json",
-         out: str = "models/classifier.safetensors", metrics_path: str = "metrics/classifier.json") -> dict:
+         out: str = "models/classifier.safetensors", metrics_path: str = "metrics/judge.json",
+         details_path: str | None = None) -> dict:
     p = params.read(KEYS, params_path)
     config = p["classifier"]
     set_threads(config.threads)
@@ -47,7 +48,8 @@ def main(params_path: str = "params.yaml", split_path: str = "data/split.json",
         "train_s": round(train_s, 1),
     }
     save_classifier(model, out, users=users)
-    write_json(metrics_path, metrics)
+    write_json(details_path or details_of(metrics_path), metrics)
+    write_headline(metrics_path, {"val_acc": metrics["val_accuracy"]})  # the judge's accuracy on real val
     print(f"classifier: {len(users)} users, {len(train_files)} real train images, {config.steps} steps "
           f"in {train_s:.1f} s; real val accuracy {metrics['val_accuracy']:.3f} ({len(val_files)} images) -> {out}")
     return metrics

@@ -12,22 +12,24 @@ import numpy as np
 import torch
 
 from mdgen import params
-from mdgen.io import file_sha256, write_json
+from mdgen.io import details_of, file_sha256, write_headline, write_json
 from mdgen.latents import encode_files, reconstruct, save_latents
 from mdgen.plots import image_grid
 from mdgen.quality import psnr, ssim
 from mdgen.split import files_and_labels, read_split
-from mdgen.tokenizer import load_tokenizer
+from mdgen.tokenizer import load_tokenizer, tokenizer_file
 
-KEYS = ["seed", "data.image_size", "tokenizer.checkpoint", "extract"]
+KEYS = ["seed", "data.image_size", "extract"]
 
 
 def main(params_path: str = "params.yaml", split_path: str = "data/split.json", out_dir: str = "data/latents",
-         metrics_path: str = "metrics/extract.json", plot_path: str = "plots/reconstructions.png") -> dict:
+         metrics_path: str = "metrics/extract.json", plot_path: str = "plots/reconstructions.png",
+         tokenizer_path: str = "models/tokenizer",
+         details_path: str | None = None) -> dict:
     p = params.read(KEYS, params_path)
     manifest = read_split(split_path)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    ckpt = p["tokenizer.checkpoint"]
+    ckpt = tokenizer_file(tokenizer_path)  # the checkpoint the `tokenizer` stage chose (its folder), or a file
     model = load_tokenizer(ckpt, device=device)
     sha = file_sha256(ckpt)
     config = p["extract"]
@@ -41,7 +43,9 @@ def main(params_path: str = "params.yaml", split_path: str = "data/split.json", 
                                desc=f"extract {part}")
         save_latents(Path(out_dir) / f"{part}.safetensors", tensors, labels, users=manifest["users"],
                      tokenizer_sha256=sha, image_size=size, sample_posterior=config.sample_posterior,
-                     extra={"flip": config.flip, "seed": str(p["seed"] + i)})
+                     extra={"flip": config.flip, "seed": str(p["seed"] + i),
+                            # where the images and the tokenizer were, for the model card and from_pretrained
+                            "data_dir": str(manifest["data_dir"]), "tokenizer_path": Path(ckpt).as_posix()})
         n_images += len(files) * len(tensors)
     encode_rate = n_images / (time.perf_counter() - t0)
 
@@ -58,7 +62,8 @@ def main(params_path: str = "params.yaml", split_path: str = "data/split.json", 
         "device": device.type,
         "latent_shape": list(tensors["latents"].shape[1:]),
     }
-    write_json(metrics_path, metrics)
+    write_json(details_path or details_of(metrics_path), metrics)
+    write_headline(metrics_path, {"psnr": metrics["val_psnr_db"], "ssim": metrics["val_ssim"]})  # val, dB and SSIM
 
     rows, labels_txt = [], []
     for label, user in enumerate(manifest["users"]):

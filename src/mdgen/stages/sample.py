@@ -11,16 +11,17 @@ from mdgen.images import load_image
 from mdgen.io import exclusive_writer, list_images, write_json
 from mdgen.plots import image_grid
 from mdgen.split import read_split
+from mdgen.tokenizer import tokenizer_file
 
-KEYS = ["seed", "data.image_size", "tokenizer.checkpoint", "sample"]
+KEYS = ["seed", "data.image_size", "sample"]
 
 
 def main(params_path: str = "params.yaml", model_dir: str = "models/dit", stats_path: str = "data/latents/latents_stats.pt",
          split_path: str = "data/split.json", out_dir: str = "data/samples", plot_path: str = "plots/samples.png",
-         metrics_path: str = "metrics/sample.json") -> dict:
+         metrics_path: str = "metrics/details/sample.json", tokenizer_path: str = "models/tokenizer") -> dict:
     p = params.read(KEYS, params_path)
     config = p["sample"]
-    gen = SpectrogramGenerator.load(Path(model_dir) / "ema.safetensors", stats_path, p["tokenizer.checkpoint"],
+    gen = SpectrogramGenerator.load(Path(model_dir) / "ema.safetensors", stats_path, tokenizer_file(tokenizer_path),
                                     image_size=p["data.image_size"])
     manifest = read_split(split_path)
     n = config.images_per_user

@@ -19,7 +19,7 @@ def summarize(stats: dict[str, torch.Tensor]) -> dict:
 
 
 def main(params_path: str = "params.yaml", latents_path: str = "data/latents/train.safetensors",
-         out: str = "data/latents/latents_stats.pt", metrics_path: str = "metrics/stats.json") -> dict:
+         out: str = "data/latents/latents_stats.pt", metrics_path: str = "metrics/details/stats.json") -> dict:
     config = params.read(KEYS, params_path)["stats"]
     if config.source == "reference" and not config.reference:
         raise ParamsError("stats.source = 'reference' needs stats.reference: <path to latents_stats.pt>")

@@ -1,5 +1,6 @@
-"""The README's real-data recipe, command by command, on a CPU: Kaggle paths point at a tiny image folder and a
-random full-architecture VA-VAE `.pt`, and the `dvc exp run` gets CPU-sized overrides for what a CPU cannot do."""
+"""The real-data recipe of docs/gpu.md ("Real data on GPUs"), command by command, on a CPU: Kaggle paths point
+at a tiny image folder and a random full-architecture VA-VAE `.pt`, and the `dvc exp run` gets CPU-sized
+overrides for what a CPU cannot do."""
 import re
 import shlex
 
@@ -7,7 +8,7 @@ import pytest
 import torch
 
 from tests.conftest import make_dvc_repo, make_image_folder
-from tests.test_workflows import readme_section
+from tests.test_workflows import doc_section
 
 # what a CPU test cannot run as written: GPUs, B/1 at 10,000 steps, 150 images per person
 CPU_OVERRIDES = {"train.accelerator": "cpu", "train.devices": "1", "train.strategy": "auto",
@@ -18,9 +19,9 @@ CPU_OVERRIDES = {"train.accelerator": "cpu", "train.devices": "1", "train.strate
 
 
 def bash_commands(title: str) -> list[str]:
-    """The command lines of the ```bash blocks under `### title` of the README's GPU section."""
-    section = readme_section("Real data on GPUs")
-    part = re.search(rf"^### {re.escape(title)}\n(.*?)(?=^### |\Z)", section, flags=re.M | re.S).group(1)
+    """The command lines of the ```bash blocks under `### title` of docs/gpu.md's "Real data on GPUs"."""
+    part = doc_section("docs/gpu.md", title)
+    assert part in doc_section("docs/gpu.md", "Real data on GPUs"), title
     lines = [ln.split("#")[0].strip() for b in re.findall(r"```bash\n(.*?)```", part, flags=re.S)
              for ln in b.replace("\\\n", " ").splitlines()]
     return [ln for ln in lines if ln]
