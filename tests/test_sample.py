@@ -155,6 +155,12 @@ def test_a_tokenizer_that_does_not_fit_is_refused_even_when_allowed(ws, tmp_path
     assert rc == 1 and "\n" not in err
     assert (f"tokenizer {f8} does not fit {ema}: the model makes 32x4x4 latents, the tokenizer decodes 32-channel "
             "ones 8x up (4x4 -> 32x32 images, data.image_size is 64)") in err
+    assert err.endswith("use the tokenizer the model was trained with (tokenizer.checkpoint)")
+    assert not (tmp_path / "g").exists()
+    # the model's own tokenizer with another data.image_size: the image size is what to fix
+    params = write_params(tmp_path / "params.yaml", {"data": {"image_size": 128}, "sample": {"steps": 1}})
+    rc, err = run_cli(capsys, *generate_args(root, params, "--user", "ID_1", "--n", "1", "--out", str(tmp_path / "g")))
+    assert rc == 1 and err.endswith("data.image_size is what changed: set it back to 64"), err
     assert not (tmp_path / "g").exists()
     # 16 latent channels: refused at load, not by a conv at the first decode
     d16 = tmp_path / "d16.safetensors"

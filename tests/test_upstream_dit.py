@@ -5,10 +5,11 @@ import sys
 
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from mdgen.checkpoints import export_upstream, init_weights_from, load_ema, read_dit_state
 from mdgen.dit import build_dit
+from mdgen.errors import BadFileError, MissingFileError
 from mdgen.dit_training import FlowModule
 from tests.test_dit_training import TINY, make_latents, run_train, tiny_config
 
@@ -73,6 +74,17 @@ def test_init_from_refuses_a_pickle_that_runs_code(tmp_path, capsys, writer):
     with pytest.raises(ValueError, match="refusing to load .*evil.pt"):
         read_dit_state(path)
     assert "code ran" not in capsys.readouterr().out
+
+
+def test_init_from_names_a_folder_and_a_truncated_safetensors(tmp_path):
+    with pytest.raises(MissingFileError, match="is a folder, not a checkpoint file"):
+        read_dit_state(tmp_path)
+    _, ema = upstream_checkpoint(tmp_path / "imagenet.pt")
+    save_file(ema, str(tmp_path / "ema.safetensors"))
+    data = (tmp_path / "ema.safetensors").read_bytes()
+    (tmp_path / "ema.safetensors").write_bytes(data[:len(data) // 2])
+    with pytest.raises(BadFileError, match="cannot read DiT checkpoint .*ema.safetensors: truncated or corrupt"):
+        read_dit_state(tmp_path / "ema.safetensors")
 
 
 def test_train_init_from_reports_and_starts_from_the_checkpoint(tmp_path, capsys):

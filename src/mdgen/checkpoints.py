@@ -22,7 +22,8 @@ from safetensors.torch import load_file
 from mdgen import resume
 from mdgen.dit import LightningDiT
 from mdgen.errors import BadFileError, MissingFileError, OutputPathError, ParamsError
-from mdgen.io import RESTORE_HINT, atomic_path, check_folder_name, check_output_path, load_torch_file, save_safetensors
+from mdgen.io import (RESTORE_HINT, atomic_path, check_folder_name, check_output_path, load_torch_file, read_safetensors,
+                      save_safetensors)
 
 
 # ----------------------------------------------------------------------------- resume
@@ -132,9 +133,10 @@ def read_dit_state(path: str | Path, prefer: tuple[str, ...] = ("ema", "model"))
     """
     path = Path(path)
     if not path.is_file():
-        raise MissingFileError(f"DiT checkpoint {path} does not exist")
+        raise MissingFileError(f"DiT checkpoint {path} " + ("is a folder, not a checkpoint file" if path.is_dir()
+                                                            else "does not exist"))
     if path.suffix == ".safetensors":
-        return _unwrap_keys(load_file(str(path))), "safetensors"
+        return _unwrap_keys(read_safetensors(path, "DiT checkpoint")[1]), "safetensors"
     obj = load_torch_file(path, "DiT checkpoint")
     if not isinstance(obj, dict):
         raise BadFileError(f"{path}: expected a dict, got {type(obj).__name__}")

@@ -153,7 +153,10 @@ class SpectrogramGenerator:
             raise BadFileError(f"tokenizer {tokenizer_path} does not fit {ema_path}: the model makes "
                                f"{channels}x{grid}x{grid} latents, the tokenizer decodes {embed_dim}-channel ones "
                                f"{factor}x up ({grid}x{grid} -> {grid * factor}x{grid * factor} images{wanted}); "
-                               "use the tokenizer the model was trained with (tokenizer.checkpoint)")
+                               + (f"this is the tokenizer the model was trained with, so data.image_size is what "
+                                  f"changed: set it back to {grid * factor}"
+                                  if embed_dim == channels and trained_with == tokenizer_sha else
+                                  "use the tokenizer the model was trained with (tokenizer.checkpoint)"))
         sources = {"ema_sha256": file_sha256(ema_path), "stats_sha256": stats_sha,
                    "tokenizer_sha256": tokenizer_sha}
         return cls(model, tokenizer, stats, list(meta["users"]), float(meta.get("latent_multiplier", 1.0)), device,
