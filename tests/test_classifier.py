@@ -6,7 +6,8 @@ import torch
 from PIL import Image
 
 from mdgen import params
-from mdgen.classifier import (accuracy, features, load_classifier, predict, prepare, save_classifier, set_threads,
+from mdgen.accel import set_threads
+from mdgen.classifier import (accuracy, features, load_classifier, predict, prepare, save_classifier,
                               time_shift, train_classifier)
 from mdgen.images import load_images
 from tests.conftest import REPO

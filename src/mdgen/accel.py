@@ -19,6 +19,12 @@ AUTOCAST_CHOICES = ("auto", "fp32", "bf16", "fp16")
 AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
+def set_threads(n: int) -> None:
+    """torch intra-op threads for this process (0 keeps torch's default)."""
+    if n > 0:
+        torch.set_num_threads(n)
+
+
 @contextlib.contextmanager
 def torch_threads(n: int | None) -> Iterator[None]:
     """torch on `n` CPU threads inside the block (0 or None: leave torch's choice), the caller's count after it."""
@@ -108,3 +114,29 @@ def compiled_or_eager(first_call: Callable[[], object], go_eager: Callable[[], N
         print(f"{what}: torch.compile failed ({type(e).__name__}); running eager instead")
         go_eager()
         return False
+
+
+# torch's vectorised float math kernels (exp, log10, tanh, sin, ...) race on their first call in a process:
+# when that call is split across threads, the main thread's share can come out of a less precise path
+# (torch.exp off by up to 1.5e-4 relative, where it is otherwise within 1.2e-7), at random. On the pinned
+# 2.13.0+cpu build that was one process in six for exp alone, enough to change `extract`'s latents and
+# every hash after them. A first call on a tensor too small to be split takes that path once, for all later
+# calls; tests/test_accel.py checks it in fresh processes.
+SETTLED_OPS = ("exp", "expm1", "exp2", "log", "log1p", "log2", "log10", "sin", "cos", "tan", "tanh", "sinh",
+               "cosh", "asin", "acos", "atan", "asinh", "acosh", "atanh", "erf", "erfc", "erfinv", "lgamma",
+               "digamma", "sigmoid", "sqrt", "rsqrt", "reciprocal")
+
+
+def settle_math_kernels() -> None:
+    """Call each op of SETTLED_OPS (and pow, atan2, softmax, the activations) once on 64 values, in
+    float32, float64 and bfloat16: too few to be split across threads (see the comment above)."""
+    for dtype in (torch.float32, torch.float64, torch.bfloat16):
+        x = torch.linspace(0.1, 0.9, 64, dtype=dtype)
+        for name in SETTLED_OPS:
+            getattr(torch, name)(x)
+        torch.pow(x, x), torch.pow(x, 2.5), torch.atan2(x, x), torch.softmax(x, 0), torch.log_softmax(x, 0)
+        torch.nn.functional.silu(x), torch.nn.functional.gelu(x), torch.nn.functional.gelu(x, approximate="tanh")
+        torch.nn.functional.softplus(x), torch.nn.functional.mish(x), torch.nn.functional.elu(x)
+
+
+settle_math_kernels()  # at import, so before any mdgen code makes its first multi-threaded call

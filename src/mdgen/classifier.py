@@ -151,16 +151,10 @@ def time_shift(x: torch.Tensor, max_shift: int, generator: torch.Generator) -> t
 # Training and inference
 # --------------------------------------------------------------------------------------
 
-def set_threads(n: int) -> None:
-    """torch intra-op threads for this process (0 keeps torch's default)."""
-    if n > 0:
-        torch.set_num_threads(n)
-
-
 def train_classifier(images: np.ndarray, labels, num_classes: int, config: ClassifierConfig, seed: int,
                      progress: str | None = None) -> SpectrogramResNet:
     """Train from scratch on uint8 images [N, H, W, 3] with integer labels as the `classifier` section says;
-    returns the model in eval mode (a ResNet-18's blocks; config.threads is the caller's: `set_threads`).
+    returns the model in eval mode (a ResNet-18's blocks; config.threads is the caller's: accel.set_threads).
 
     Length is counted in optimiser steps, not epochs, so that training sets of different sizes
     (few-shot real vs real + generated in the augmentation-gain experiment) get equal compute.

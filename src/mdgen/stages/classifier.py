@@ -9,7 +9,8 @@ import time
 import numpy as np
 
 from mdgen import params
-from mdgen.classifier import predict, save_classifier, set_threads, train_classifier
+from mdgen.accel import set_threads
+from mdgen.classifier import predict, save_classifier, train_classifier
 from mdgen.images import load_images
 from mdgen.io import details_of, write_headline, write_json
 from mdgen.metrics import per_class_accuracy

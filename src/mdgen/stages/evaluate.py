@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from mdgen import params
-from mdgen.classifier import set_threads
+from mdgen.accel import set_threads
 from mdgen.io import details_of, write_headline, write_json
 from mdgen.plots import errorbar_panels, image_grid
 from mdgen.scorecard import Inputs, evaluate, headline, load_inputs
