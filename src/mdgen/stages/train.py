@@ -15,7 +15,7 @@ import yaml
 from mdgen import params
 from mdgen.checkpoints import read_ema_meta
 from mdgen.dit import LightningDiT
-from mdgen.io import atomic_path, exclusive_writer, remove_stale_temps, write_headline, write_json
+from mdgen.io import atomic_path, details_of, exclusive_writer, remove_stale_temps, write_headline, write_json
 from mdgen.latents import read_latents_meta
 from mdgen.params import ModelConfig, TrainConfig
 from mdgen.dit_training import is_rank_zero, train
@@ -37,9 +37,10 @@ def main(params_path: str = "params.yaml", latents_dir: str = "data/latents", ou
                         stats_path=f"{latents_dir}/latents_stats.pt", out_dir=out_dir, metrics_dir=metrics_dir)
         metrics["train_wall_s"] = round(time.perf_counter() - t0, 1)
         if is_rank_zero():
-            write_json(details_path or Path(metrics_dir).parent / "details" / "train.json", metrics)
+            summary = summary_path or Path(metrics_dir).parent / "train.json"
+            write_json(details_path or details_of(summary), metrics)
             # the headline: the final EMA validation loss (DVCLive's metrics.json in metrics_dir is not declared)
-            write_headline(summary_path or Path(metrics_dir).parent / "train.json", {"ema_val": metrics["val/loss_ema"]})
+            write_headline(summary, {"ema_val": metrics["val/loss_ema"]})
             with atomic_path(Path(out_dir) / "README.md") as card:
                 card.write_text(model_card(out_dir, latents_dir, p["model"], p["train"], p["seed"], metrics))
             print(f"train: {metrics['step']} steps in {metrics['train_wall_s']} s, val loss "
