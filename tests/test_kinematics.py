@@ -14,7 +14,7 @@ from mdgen.simulate import (
     RadarConfig, image_time_axis, image_velocity_axis, png_bytes, sample_users, simulate_spectrogram,
     spectrogram_to_rgb,
 )
-from mdgen.spectrogram import db_to_level, jet_to_level
+from mdgen.spectrogram import db_to_level, jet_to_level, velocity_axis
 
 RADAR = RadarConfig()
 VELOCITY, TIME = image_velocity_axis(RADAR), image_time_axis(RADAR)
@@ -26,23 +26,28 @@ def test_db_to_level_and_background():
     assert background_fraction(db_to_level(db, 40.0)) == 0.5
 
 
-def test_measures_on_a_synthetic_gait_map():
-    # torso line at -1.2 m/s, limbs every 0.55 s step reaching -3.3 m/s: known answers
+@pytest.mark.parametrize("velocity, side", [
+    (VELOCITY, 1.0),                       # the default axes: approaching, zero near the bottom
+    (velocity_axis(256, 3.8, -3.8), -1.0),  # a user's axes (data.axes): zero in the middle, walking away
+    (velocity_axis(256, -4.6, 0.7), -1.0),  # positive down: the same picture as the default, read the other way
+])
+def test_measures_on_a_synthetic_gait_map(velocity, side):
+    # torso line at 1.2 m/s from zero, limbs every 0.55 s step reaching 3.3 m/s: known answers
     level = np.full((256, 256), 0.05, dtype=np.float32)
-    torso = np.argmin(np.abs(VELOCITY + 1.2))
+    torso = np.argmin(np.abs(velocity - side * 1.2))
+    level[np.abs(velocity - side * 1.2) <= 0.07] = 0.7  # a band ~0.15 m/s wide, brightest in its middle
     level[torso] = 0.9
-    level[[torso - 1, torso + 1]] = 0.7
     step = 0.55
     swing = np.clip(np.sin(np.pi * (TIME % step) / step), 0, None) ** 2  # one burst per step
-    reach = -1.2 - 2.1 * swing
+    reach = 1.2 + 2.1 * swing
     for c, v in enumerate(reach):
-        rows = (VELOCITY < -1.6) & (VELOCITY >= v)
+        rows = (side * velocity > 1.6) & (side * velocity <= v)
         level[rows, c] = 0.5
     assert torso_row(level) == torso
-    assert torso_velocity(level, VELOCITY) == pytest.approx(-1.2, abs=0.03)
-    assert gait_cycle(level, VELOCITY, TIME) == pytest.approx(2 * step, rel=0.03)
-    assert limb_envelope(level, VELOCITY, percentile=100) == pytest.approx(3.3, abs=0.06)
-    m = measure_gait(level, VELOCITY, TIME)
+    assert torso_velocity(level, velocity) == pytest.approx(side * 1.2, abs=0.03)
+    assert gait_cycle(level, velocity, TIME) == pytest.approx(2 * step, rel=0.03)
+    assert limb_envelope(level, velocity, percentile=100) == pytest.approx(3.3, abs=0.06)
+    m = measure_gait(level, velocity, TIME)
     assert m.steps == pytest.approx(RADAR.duration_s / step, rel=0.03)
     assert m.envelope_ratio == pytest.approx(m.envelope_mps / 1.2, rel=0.02)
     ac = autocorrelation(np.sin(2 * np.pi * np.arange(200) / 25))
@@ -59,7 +64,7 @@ def test_ground_truth_is_recovered_from_rgb_png():
         png = png_bytes(spectrogram_to_rgb(spec, RADAR.dynamic_range_db))
         level = jet_to_level(np.asarray(Image.open(io.BytesIO(png)).convert("RGB")))
         m = measure_gait(level, VELOCITY, TIME)
-        speed_err.append(-m.torso_velocity / spec.truth["radial_speed_mps"] - 1)
+        speed_err.append(m.torso_velocity / spec.truth["radial_speed_mps"] - 1)
         cycle_err.append(m.cycle_s / spec.truth["cycle_s"] - 1)
     assert np.max(np.abs(speed_err)) < 0.05, speed_err
     assert np.max(np.abs(cycle_err)) < 0.05, cycle_err

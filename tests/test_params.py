@@ -26,6 +26,19 @@ def test_bad_values_name_key_and_expectation(key, value, expect):
         params.validate(key, value)
 
 
+def test_image_axes_need_two_edges(tmp_path):
+    """data.axes: the evaluate stage's axes for a user's own images; equal edges cannot place any row."""
+    p = tmp_path / "params.yaml"
+    p.write_text((REPO / "params.yaml").read_text().replace("v_bottom_mps: -0.7", "v_bottom_mps: 4.6"))
+    assert params.load_params(p)["data.axes.v_bottom_mps"] == 4.6  # each key alone is valid
+    with pytest.raises(ParamsError, match=r"data.axes.v_top_mps = data.axes.v_bottom_mps = 4.6: expected the "
+                                          r"velocities of the top and bottom edges"):
+        params.read(["data.axes"], p)
+    p.write_text((REPO / "params.yaml").read_text().replace("v_top_mps: 4.6", "v_top_mps: -3.8"))
+    axes = params.read(["data.axes"], p)["data.axes"]
+    assert (axes.v_top_mps, axes.v_bottom_mps, axes.duration_s) == (-3.8, -0.7, 2.3)  # either way up
+
+
 def test_unknown_and_missing_keys(tmp_path):
     text = (REPO / "params.yaml").read_text()
     p = tmp_path / "params.yaml"

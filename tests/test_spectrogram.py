@@ -13,7 +13,7 @@ from mdgen.cli import STAGES
 from mdgen.errors import BadFileError
 from mdgen.simulate import RadarConfig, image_time_axis, image_velocity_axis
 from mdgen.spectrogram import (
-    IMAGE_DURATION_S, IMAGE_V_MAX_MPS, JET_LUT, TEXTBOOK_JET, db_to_level, image_axes, jet_to_level, level_to_rgb,
+    IMAGE_DURATION_S, IMAGE_V_BOTTOM_MPS, IMAGE_V_TOP_MPS, JET_LUT, TEXTBOOK_JET, db_to_level, image_axes, jet_to_level, level_to_rgb,
     textbook_jet_to_level, time_axis, velocity_axis,
 )
 from tests.test_dvc_deps import REPO, closure
@@ -83,12 +83,16 @@ def test_jet_tables_live_in_spectrogram_only():
 
 def test_default_axes_are_the_simulators_bit_for_bit():
     radar = RadarConfig()
-    assert (radar.image_v_max, radar.duration_s) == (IMAGE_V_MAX_MPS, IMAGE_DURATION_S)
+    assert (radar.image_v_top, radar.image_v_bottom, radar.duration_s) == (
+        IMAGE_V_TOP_MPS, IMAGE_V_BOTTOM_MPS, IMAGE_DURATION_S)
     for size in (32, 64, 100, 256):
         assert np.array_equal(velocity_axis(size), image_velocity_axis(radar, size))
         assert np.array_equal(time_axis(size), image_time_axis(radar, size))
     v = velocity_axis(256)
-    assert v[127] == pytest.approx(-v[128]) and v[127] > 0 > v[128] and np.all(np.diff(v) < 0)
+    # zero Doppler at 0.87 of the height, where the real set's stance feet meet the lower edge of the energy
+    assert v[221] > 0 > v[222] and np.all(np.diff(v) < 0)
+    step = (IMAGE_V_TOP_MPS - IMAGE_V_BOTTOM_MPS) / 256
+    assert v[0] == pytest.approx(IMAGE_V_TOP_MPS - step / 2) and v[-1] == pytest.approx(IMAGE_V_BOTTOM_MPS + step / 2)
 
 
 def test_image_axes_from_users_json_or_defaults(tmp_path):
@@ -103,10 +107,20 @@ def test_image_axes_from_users_json_or_defaults(tmp_path):
     v, t, _, _ = image_axes(tmp_path, 64, 32)
     assert np.allclose(v, image_velocity_axis(radar, 64)) and len(t) == 32
     v, t, manifest, source = image_axes(tmp_path / "elsewhere", 64, 32)
-    assert manifest is None and source == "assumed (simulator defaults)"
+    assert manifest is None and source == "assumed (data.axes: 4.6 to -0.7 m/s, 2.3 s)"
     assert np.array_equal(v, velocity_axis(64)) and np.array_equal(t, time_axis(32))
+    # a user's own axes (data.axes): any span, either way up
+    v, t, _, source = image_axes(tmp_path / "elsewhere", 64, 32, v_top=-3.0, v_bottom=3.0, duration_s=4.0)
+    assert v[0] == pytest.approx(-3.0 + 3 / 64) and v[-1] == pytest.approx(3.0 - 3 / 64) and t[-1] == 4.0
+    assert source == "assumed (data.axes: -3 to 3 m/s, 4 s)"
     (tmp_path / "users.json").write_text(json.dumps({"users": []}))
     with pytest.raises(BadFileError, match="no usable image_axes"):
+        image_axes(tmp_path, 256, 256)
+    (tmp_path / "users.json").write_text(json.dumps({"image_axes": {
+        "velocity_mps": {"top": float(vel[0]), "bottom": float(vel[-1]), "rows": 256, "zero_row": 127.5},
+        "time_s": {"first": 0.0, "last": 2.3, "columns": 256}}}))
+    with pytest.raises(BadFileError, match=r"zero_row = 127.5 disagrees with its top/bottom velocities .* \(zero at "
+                                           r"row 221.6\d\)"):
         image_axes(tmp_path, 256, 256)
 
 

@@ -2,7 +2,11 @@
 
 Every function takes a level map (float [rows, cols] in [0, 1]; 0 is the bottom of the
 dynamic range, 1 the image maximum) plus the image axes: `velocity` (m/s at each row, top row
-first) and `time` (s at each column), as `mdgen.spectrogram.image_axes` gives. Get a level map
+first) and `time` (s at each column), as `mdgen.spectrogram.image_axes` gives: for simulated data the axes
+its users.json records (where zero Doppler lies, which sign is up), for your own data those of params.yaml's
+`data.axes` (by default the simulator's: zero Doppler at 0.87 of the height, approaching walkers above it).
+The measures need only the velocity of each row: a walker on either side of zero, on an axis running either
+way, is measured alike (the walker's side is the sign of its torso velocity). Get a level map
 from a jet-coloured RGB image with `mdgen.spectrogram.jet_to_level`, or from a dB spectrogram
 with `mdgen.spectrogram.db_to_level`.
 
@@ -116,8 +120,8 @@ def limb_energy(level: np.ndarray, velocity: np.ndarray, torso_v: float | None =
 def autocorrelation(x: np.ndarray) -> np.ndarray:
     """Unbiased, normalised autocorrelation of a linearly detrended series (lag 0 = 1).
 
-    Detrending matters: the walker recedes, so the limb level falls over the image, and an
-    uncorrected trend pulls every autocorrelation peak towards shorter lags.
+    Detrending matters: the walker's range changes, so the limb level rises or falls over the image,
+    and an uncorrected trend pulls every autocorrelation peak towards shorter lags.
     """
     x = detrend(np.asarray(x, dtype=np.float64))
     n = x.size
@@ -193,7 +197,7 @@ def limb_envelope(level: np.ndarray, velocity: np.ndarray, torso_v: float | None
 class GaitMeasures:
     torso_row: int              # row of maximum mean level (0 = top)
     torso_row_fraction: float   # torso_row / rows
-    torso_velocity: float       # mean torso Doppler velocity, m/s (negative: walking away)
+    torso_velocity: float       # mean torso Doppler velocity, m/s (positive: approaching, on the default axes)
     cycle_s: float              # gait cycle duration
     steps: float                # steps per image = 2 * (time[-1] - time[0]) / cycle
     envelope_mps: float         # limb envelope |velocity|

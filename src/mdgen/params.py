@@ -83,10 +83,25 @@ def setting(spec: Spec, meaning: str) -> Any:
 # ----------------------------------------------------------------------------- params.yaml's sections
 
 @dataclass(frozen=True)
+class AxesConfig:
+    v_top_mps: float = setting(Float(-100.0, 100.0), "Doppler velocity (m/s, positive towards the radar) at the top "
+                                                    "edge of images without the simulator's users.json (your own); "
+                                                    "simulated data records its own axes")
+    v_bottom_mps: float = setting(Float(-100.0, 100.0), "the same at the bottom edge")
+    duration_s: float = setting(Float(0.0, lo_open=True), "seconds from the first column to the last of those images")
+
+    def __post_init__(self):
+        if self.v_top_mps == self.v_bottom_mps:
+            raise ParamsError(f"data.axes.v_top_mps = data.axes.v_bottom_mps = {self.v_top_mps}: expected the "
+                              "velocities of the top and bottom edges of your images, which differ")
+
+
+@dataclass(frozen=True)
 class DataConfig:
     dir: str = setting(Str(), "the images: one sub-folder per person (ID_1 ... ID_31)")
     image_size: int = setting(Int(16, 4096), "side of the square images every stage works on (others are resized "
                                              "and centre-cropped, `split` says how many and what is lost)")
+    axes: AxesConfig
 
 
 @dataclass(frozen=True)
@@ -100,6 +115,9 @@ class TextureConfig:
     images: int = setting(Int(1), "images the texture card of data.dir is computed on (a seeded draw)")
     reference: str | None = setting(Str(optional=True), "texture card of a real set to measure distances to; "
                                                         "null: figures only")
+    shape_reference: str | None = setting(Str(optional=True), "shape card of a real set (where the energy sits "
+                                                              "around the torso line) to measure distances to; "
+                                                              "null: figures only")
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from mdgen.io import list_images, list_users
 from mdgen.metrics import (GAIT_KEYS, augmentation_gain, compare_gait, density_coverage, fid_floor, frechet_distance,
                            gait_measures, kernel_inception_distance, memorisation_share, per_class_accuracy,
                            precision_recall)
-from mdgen.params import ClassifierConfig, EvaluateConfig
+from mdgen.params import AxesConfig, ClassifierConfig, EvaluateConfig
 from mdgen.spectrogram import image_axes
 from mdgen.split import files_and_labels, read_split
 
@@ -170,10 +170,11 @@ def memorisation(feats: dict[str, np.ndarray], config: EvaluateConfig) -> tuple[
     return section, mem["pairs"]
 
 
-def kinematics(d: Inputs, image_size: int) -> tuple[dict, dict]:
+def kinematics(d: Inputs, image_size: int, axes: AxesConfig) -> tuple[dict, dict]:
     """Section `kinematics` (gait measured on samples vs real val, and vs the simulator's truth when there
-    is one), and the per-user mean/std panels of its plot."""
-    velocity, times, sim_manifest, axes_source = image_axes(d.data_dir, image_size, image_size)
+    is one), and the per-user mean/std panels of its plot. `axes`: those of images without a users.json."""
+    velocity, times, sim_manifest, axes_source = image_axes(d.data_dir, image_size, image_size, axes.v_top_mps,
+                                                            axes.v_bottom_mps, axes.duration_s)
     sources = {"real": (gait_measures(d.x_val, velocity, times), d.y_val),
                "generated": (gait_measures(d.x_gen, velocity, times), d.y_gen)}
     if sim_manifest is not None:
@@ -207,7 +208,7 @@ def augmentation(d: Inputs, classifier: ClassifierConfig, config: EvaluateConfig
 
 
 def evaluate(d: Inputs, classifier: ClassifierConfig, config: EvaluateConfig, seed: int, image_size: int,
-             say: Callable[[str], None] = print) -> tuple[dict, dict]:
+             axes: AxesConfig, say: Callable[[str], None] = print) -> tuple[dict, dict]:
     """Every section of metrics/evaluate.json, and what the stage's figures draw: `(metrics, figures)`.
 
     `classifier`: the judge's recipe, which also trains the train-on-synthetic and the few-shot classifiers;
@@ -223,7 +224,7 @@ def evaluate(d: Inputs, classifier: ClassifierConfig, config: EvaluateConfig, se
     say("memorisation")
     metrics["memorisation"], pairs = memorisation(feats, config)
     say("kinematics")
-    metrics["kinematics"], gait_panels = kinematics(d, image_size)
+    metrics["kinematics"], gait_panels = kinematics(d, image_size, axes)
     say(f"few-shot augmentation gain ({config.seeds} seeds x 2 classifiers)")
     metrics["augmentation"] = augmentation(d, classifier, config, seed)
     return metrics, {"accuracy": accuracy, "pairs": pairs, "gait_panels": gait_panels}

@@ -1,6 +1,6 @@
 """Radar micro-Doppler spectrograms of walking people: the built-in default dataset.
 
-A person walks away from a 77 GHz radar. Their joints follow the Boulic-Thalmann global
+A person walks towards a 77 GHz radar. Their joints follow the Boulic-Thalmann global
 human walking model as parameterised in V. C. Chen, "The Micro-Doppler Effect in Radar"
 (Artech House, 2011), ch. 4. Every body segment is an ellipsoid: a specular return at its
 centre with Chen's aspect-dependent RCS, cut by the Ament roughness factor of skin and clothing
@@ -8,18 +8,19 @@ at 3.9 mm, plus diffuse glints spread along it, each with slow amplitude fading 
 two-way gain of the antenna's elevation pattern; the baseband slow-time return
 s(t) = sum_k sqrt(sigma_k) exp(-j 4 pi R_k / lambda) gets static clutter, white noise at a
 peak SNR and an MTI high-pass. As a 77 GHz FMCW chain forms it, the spectrogram is the power
-sum over the range bins around the walker (each with its own noise), of 40 ms Hann Doppler
-frames, three consecutive frames averaged in power, after a receiver whose I/Q mismatch
+sum over the range bins around the walker (each with its own noise), of Hann Doppler
+frames, consecutive frames averaged in power, after a receiver whose I/Q mismatch
 leaves a faint mirror image. The dB spectrogram is cropped to the image
-velocity axis (+-3.8 m/s, zero in the middle), its top 46 dB painted with matplotlib's `jet`
-(the noise floor falls below the scale: flat navy), positive velocity up, like the real 77 GHz
-FMCW gait data this project targets (256x256 RGB PNG, one folder per person); the colour scale and
-the image axes are `mdgen.spectrogram`'s, which reads such images back. The texture card
-(`mdgen.texture`, the `texture` stage) holds the images against a real set's figures.
+velocity axis (mdgen.spectrogram's: +4.6 m/s at the top edge, -0.7 m/s at the bottom), its top 46 dB
+painted with matplotlib's `jet` (the noise floor falls below the scale: flat navy), positive velocity
+up, like the real 77 GHz FMCW gait data this project targets (256x256 RGB PNG, one folder per person);
+the colour scale and the image axes are `mdgen.spectrogram`'s, which reads such images back. The texture
+and shape cards (`mdgen.texture`, the `texture` stage) hold the images against a real set's figures.
 
-Velocity throughout is Doppler velocity lambda*f_D/2: positive approaches the radar, so a
-person walking away shows up below zero, as in the targeted recordings (torso band at about
-0.64 of the image height from the top).
+Velocity throughout is Doppler velocity lambda*f_D/2: positive approaches the radar. As in the
+targeted recordings, the torso band runs at about 0.64 of the image height from the top, the stance
+foot rests at zero Doppler (0.87) where the energy ends below it, and the swinging limbs rise above
+the torso line to about 2.6x its velocity.
 
     users = sample_users(8, seed=0)
     spec = simulate_spectrogram(users[0], seed=3)        # Spectrogram: db, velocity, time, truth
@@ -46,7 +47,9 @@ from scipy.interpolate import PchipInterpolator
 from tqdm import tqdm
 
 from mdgen.io import atomic_path
-from mdgen.spectrogram import IMAGE_DURATION_S, IMAGE_V_MAX_MPS, db_to_level, level_to_rgb, time_axis, velocity_axis
+from mdgen.spectrogram import (
+    IMAGE_DURATION_S, IMAGE_V_BOTTOM_MPS, IMAGE_V_TOP_MPS, db_to_level, level_to_rgb, time_axis, velocity_axis,
+)
 
 SPEED_OF_LIGHT = 299_792_458.0
 
@@ -64,21 +67,32 @@ class RadarConfig:
     # ~4.1 x 1.62 = 6.7 m/s (fast walkers), under the Nyquist velocity prf*lambda/4 = 7.8 m/s.
     prf_hz: float = 8000.0
     duration_s: float = IMAGE_DURATION_S  # the real data's image span (mdgen.spectrogram says why)
-    # One Doppler frame: 320 chirps, 40 ms, the coherent processing interval of a 77 GHz FMCW
-    # board's frame. Its Hann resolution of ~0.07 m/s spans 2-3 image rows, so the image is smooth
-    # along Doppler at pixel scale, as real spectrograms are (a 96 ms window made every row its own
-    # speckle: 25 against the real set's 9 in the texture card's lag1_v).
-    window_s: float = 0.04
+    # One Doppler frame: 400 chirps, 50 ms, the coherent processing interval of a 77 GHz FMCW
+    # board's frame. Its Hann resolution of ~0.06 m/s spans ~3 rows of the 0.021 m/s image rows, so
+    # the image is smooth along Doppler at pixel scale, as real spectrograms are (texture card lag1_v,
+    # real 8.8: a 96 ms window made every row its own speckle, 25; 40 ms on these rows, 7.3).
+    window_s: float = 0.05
     nfft: int = 512                  # zero-padded to about one FFT bin per image row
     image_size: int = 256
-    image_v_max: float = IMAGE_V_MAX_MPS  # rows span +-image_v_max, zero in the middle (mdgen.spectrogram says why)
-    radar_height_m: float = 1.0      # tripod-mounted evaluation board
-    # Pelvis range at the first pulse. The walker recedes 2-4 m during an image, so the 1/R^4
-    # power loss dims the end by 6-10 dB; closer starts would make that trend dominate.
-    start_range_m: float = 5.0
+    # the image's velocity axis: its top and bottom edges (m/s, positive towards the radar; mdgen.spectrogram says why)
+    image_v_top: float = IMAGE_V_TOP_MPS
+    image_v_bottom: float = IMAGE_V_BOTTOM_MPS
+    # The walker approaches the radar, as in the real set: its limbs swing forwards faster than the
+    # torso, so on a positive-towards axis they rise above the torso line while the stance foot rests
+    # at zero Doppler below it. (Walking away on the same axis mirrors all of this below zero.)
+    towards: bool = True
+    # Evaluation board on a tripod at chest height. From 1.45 m the feet lie 10 deg below boresight at
+    # 8 m and 16 deg at 5 m, so the elevation pattern dims them 11-27 dB against the torso: the
+    # swing toes' fastest tips (~4x the torso velocity in Boulic's model) fade below the colour
+    # scale where the real set's do, 3.5-4 m/s (shape card row_profile16 band 2 of 16, real
+    # 0.005 +- 0.004: 0.010 on the default data; 0.02-0.04 from 1.0-1.3 m in trials on 80 images).
+    radar_height_m: float = 1.45
+    # Pelvis range at the first pulse. The walker approaches 2-4 m during an image, so the 1/R^4
+    # power gain brightens the end by 4-8 dB; closer starts would make that trend dominate.
+    start_range_m: float = 8.0
     # Peak SNR: the strongest cell of the walker's spectrogram over the mean noise power per cell,
     # for a person at 5-9 m from a 77 GHz board (radar equation with ~12 dBsm of body, tens of
-    # dBi of array gain, a 40 ms coherent frame). The image shows the top dynamic_range_db of it:
+    # dBi of array gain, a 50 ms coherent frame). The image shows the top dynamic_range_db of it:
     # the noise floor, averaged over range bins and frames below, sits a few dB under the bottom
     # of the colour scale, so it paints flat navy with sparse speckle, as the real set's floor
     # (texture card navy_share 0.67, flat_h 0.48); 38 dB with a 40 dB scale painted speckle
@@ -111,13 +125,16 @@ class RadarConfig:
     # spread shrinks as 1/sqrt(bins)) instead of exponential speckle.
     range_bins: int = 8
     # Consecutive frames averaged in power (non-coherent integration, as radar displays do): cuts
-    # the remaining speckle along time to 1/sqrt(3) at a cost of ~27 ms of time resolution.
-    frames_averaged: int = 3
-    # Image rejection of the receiver's I/Q channels: gain and phase mismatch of a few percent and
-    # degrees leaves a mirrored copy of the walker at +f_D, 25-30 dB down on 77 GHz boards. It is
-    # what puts faint energy above zero velocity for a person walking away, as in the real set
-    # (texture card row_profile bands 3-4: 0.05 and 0.12); None: ideal receiver.
-    iq_image_db: float | None = -28.0
+    # the remaining speckle along time to 1/sqrt(2) at a cost of ~18 ms of time resolution. Three
+    # frames smeared the swing spikes along time into the top rows (band 2 of 16 in trials on 80
+    # images: 0.011 against 0.009), though they matched the real contrast along time (lag1_h) better.
+    frames_averaged: int = 2
+    # Image rejection of the receiver's I/Q channels: a gain mismatch of 2 % and a phase mismatch of
+    # 2.5 deg leave a mirrored copy of the walker at -f_D, 33 dB down (25-35 dB on 77 GHz boards).
+    # The mirror of the torso falls below the image's bottom edge; what shows under the zero line is
+    # faint, as in the real set (shape card row_profile16 bands 15-16: 0.048, 0.011; real 0.026,
+    # 0.011); -40 dB gave the same figures in a trial. None: ideal receiver.
+    iq_image_db: float | None = -33.0
 
     @property
     def wavelength_m(self) -> float:
@@ -129,8 +146,11 @@ class RadarConfig:
         return self.prf_hz * self.wavelength_m / 4.0
 
     def __post_init__(self):
-        assert self.image_v_max < self.nyquist_mps, (
-            f"image_v_max={self.image_v_max} m/s exceeds the Nyquist velocity {self.nyquist_mps:.2f} m/s")
+        assert max(abs(self.image_v_top), abs(self.image_v_bottom)) < self.nyquist_mps, (
+            f"image axis {self.image_v_bottom}..{self.image_v_top} m/s exceeds the Nyquist velocity "
+            f"{self.nyquist_mps:.2f} m/s")
+        assert self.image_v_top > self.image_v_bottom, (
+            f"image_v_top={self.image_v_top} must lie above image_v_bottom={self.image_v_bottom}")
         assert self.range_bins >= 1 and self.frames_averaged >= 1, (
             f"range_bins={self.range_bins} and frames_averaged={self.frames_averaged} must be >= 1")
         assert self.nfft >= round(self.window_s * self.prf_hz), (
@@ -139,7 +159,7 @@ class RadarConfig:
 
 def image_velocity_axis(radar: RadarConfig = RadarConfig(), size: int | None = None) -> np.ndarray:
     """Velocity (m/s) at the centre of each row of `radar`'s images, top row first (positive velocity up)."""
-    return velocity_axis(size or radar.image_size, radar.image_v_max)
+    return velocity_axis(size or radar.image_size, radar.image_v_top, radar.image_v_bottom)
 
 
 def image_time_axis(radar: RadarConfig = RadarConfig(), size: int | None = None) -> np.ndarray:
@@ -478,8 +498,8 @@ class Spectrogram:
         """dB on the image grid: rows at image_velocity_axis, columns at image_time_axis."""
         size = size or self.radar.image_size
         power = 10.0 ** (self.db.astype(np.float64) / 10.0)
-        step = 2.0 * self.radar.image_v_max / size
-        edges = self.radar.image_v_max - np.arange(size + 1) * step
+        step = (self.radar.image_v_top - self.radar.image_v_bottom) / size
+        edges = self.radar.image_v_top - np.arange(size + 1) * step
         rows = _area_resample(power, self.velocity, edges)
         if rows.shape[1] != size:
             t_new = image_time_axis(self.radar, size)
@@ -541,12 +561,13 @@ def simulate_spectrogram(user: dict, seed: int, radar: RadarConfig = RadarConfig
     timing = gait_timing(speed, L["thigh"] + L["shank"], user["stride_coef"])
     joints = body_joints(user, speed, params["start_phase"] + t_geo / timing["cycle_s"])
 
-    # world frame: radar at the origin looking along +x; the walker heads away at aspect_deg
-    heading = np.deg2rad(params["aspect_deg"])
+    # world frame: radar at the origin looking along +x; the walker heads towards it (or away) at aspect_deg
+    heading_deg = params["aspect_deg"] + (180.0 if radar.towards else 0.0)
+    heading = np.deg2rad(heading_deg)
     direction = np.array([np.cos(heading), np.sin(heading), 0.0])
     start = np.array([radar.start_range_m, 0.0, -radar.radar_height_m])
     path = start[:, None] + direction[:, None] * speed * t_geo
-    turn = _rotation("z", params["aspect_deg"])[:, :, 0]
+    turn = _rotation("z", heading_deg)[:, :, 0]
     world = {k: turn @ v + path for k, v in joints.items()}
 
     # Ament's roughness factor: a surface of rms height h keeps exp(-(4 pi h / lambda)^2) of its
@@ -606,7 +627,7 @@ def simulate_spectrogram(user: dict, seed: int, radar: RadarConfig = RadarConfig
     truth = {
         **params,
         "seed": seed,
-        "radial_speed_mps": speed * math.cos(heading),
+        "radial_speed_mps": speed * math.cos(np.deg2rad(params["aspect_deg"])),
         "cycle_s": timing["cycle_s"],
         "step_s": timing["cycle_s"] / 2,
         "support_s": timing["support_s"],
@@ -780,9 +801,11 @@ def simulate_dataset(out_dir, n_users: int, images_per_user: int, seed: int,
             "image_axes": {
                 "velocity_mps": {"top": float(image_velocity_axis(radar)[0]),
                                  "bottom": float(image_velocity_axis(radar)[-1]), "rows": radar.image_size,
-                                 "zero_row": radar.image_size / 2 - 0.5},
+                                 "zero_row": radar.image_v_top / (radar.image_v_top - radar.image_v_bottom)
+                                 * radar.image_size - 0.5},
                 "time_s": {"first": 0.0, "last": radar.duration_s, "columns": radar.image_size},
-                "sign": "Doppler velocity, positive towards the radar, positive up; walkers move away",
+                "sign": "Doppler velocity, positive towards the radar, positive up; walkers "
+                        + ("approach" if radar.towards else "move away"),
             },
             "users": [],
         }

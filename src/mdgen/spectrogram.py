@@ -2,8 +2,8 @@
 
 A spectrogram image (a simulated PNG, a user's own recording, a generated sample) shows the top
 `dynamic_range_db` of a dB spectrogram as a level in [0, 1] (0: the bottom of the range, 1: the image
-maximum) painted with matplotlib's jet; rows are Doppler velocity, positive up with zero in the middle,
-columns are time. The simulator (`mdgen.simulate`) paints with these; the gait measures
+maximum) painted with matplotlib's jet; rows are Doppler velocity, positive (towards the radar) up, zero
+near the bottom, columns are time. The simulator (`mdgen.simulate`) paints with these; the gait measures
 (`mdgen.kinematics`, `mdgen.metrics`) and the texture card (`mdgen.texture`) read images back and
 evaluation places them on `image_axes`, none of them importing the simulator.
 
@@ -28,19 +28,24 @@ from mdgen.errors import BadFileError
 # --------------------------------------------------------------------------------------
 
 # The axes of the 77 GHz FMCW gait recordings this project targets; the simulator's RadarConfig
-# takes its defaults from here, and data without a simulator manifest is assumed to have them.
-# Image rows span +-IMAGE_V_MAX_MPS with zero velocity in the middle row, as a fftshift-ed
-# Doppler axis does. 3.8 m/s puts a 0.9-1.6 m/s torso at rows 157-183 of 256 (the real data's
-# torso band sits at rows 157-185) and leaves room below it for limbs reaching ~3x the torso.
-IMAGE_V_MAX_MPS = 3.8
+# takes its defaults from here, and data without a simulator manifest is assumed to have them unless
+# params.yaml's data.axes says otherwise. Rows run from IMAGE_V_TOP_MPS at the top edge to
+# IMAGE_V_BOTTOM_MPS at the bottom edge (Doppler velocity, positive towards the radar). The real set
+# shows an approaching walker: the stance feet (zero Doppler) meet the lower edge of the energy at
+# about 0.87 of the height, the torso line sits at 0.64 (shape card: 0.643 +- 0.023), and the swing
+# limbs rise above it to ~2.6x the torso's distance from zero. On this axis zero lies at row 222 of
+# 256 (0.868), a 1.2 m/s torso at 0.642, and the 0.7 m/s below zero hold the stance's spread and the
+# clutter notch, while the receiver's mirror image of the torso falls off the image.
+IMAGE_V_TOP_MPS = 4.6
+IMAGE_V_BOTTOM_MPS = -0.7
 # about two gait cycles (four steps) of an average walker (D_c ~ 1.1 s), as in the real data
 IMAGE_DURATION_S = 2.3
 
 
-def velocity_axis(rows: int, v_max: float = IMAGE_V_MAX_MPS) -> np.ndarray:
-    """Velocity (m/s) at the centre of each of `rows` rows spanning +-v_max, top row first (positive up)."""
-    step = 2.0 * v_max / rows
-    return v_max - (np.arange(rows) + 0.5) * step
+def velocity_axis(rows: int, top: float = IMAGE_V_TOP_MPS, bottom: float = IMAGE_V_BOTTOM_MPS) -> np.ndarray:
+    """Velocity (m/s) at the centre of each of `rows` rows, the top edge at `top`, the bottom edge at `bottom`."""
+    step = (top - bottom) / rows
+    return top - (np.arange(rows) + 0.5) * step
 
 
 def time_axis(columns: int, duration_s: float = IMAGE_DURATION_S) -> np.ndarray:
@@ -48,18 +53,21 @@ def time_axis(columns: int, duration_s: float = IMAGE_DURATION_S) -> np.ndarray:
     return np.linspace(0.0, duration_s, columns)
 
 
-def image_axes(data_dir: str | Path, height: int, width: int) -> tuple[np.ndarray, np.ndarray, dict | None, str]:
+def image_axes(data_dir: str | Path, height: int, width: int, v_top: float = IMAGE_V_TOP_MPS,
+               v_bottom: float = IMAGE_V_BOTTOM_MPS, duration_s: float = IMAGE_DURATION_S,
+               ) -> tuple[np.ndarray, np.ndarray, dict | None, str]:
     """(velocity per row, time per column, users.json or None, source) for images of height x width.
 
     Simulated data: the axes its users.json records (`image_axes`, written by
     `mdgen.simulate.simulate_dataset`: row-centre velocities of the top and bottom rows, first and last
-    column times), rescaled to the image size. Other data: the default axes (IMAGE_V_MAX_MPS,
-    IMAGE_DURATION_S, the simulator's defaults too) are assumed, so absolute numbers are approximate
-    while the generated-vs-real comparison stays on one scale.
+    column times), rescaled to the image size. Other data: the edges `v_top`, `v_bottom` and the span
+    `duration_s` given (params.yaml's data.axes; the defaults are the simulator's), so absolute numbers are as
+    right as those are, while the generated-vs-real comparison stays on one scale either way.
     """
     manifest_path = Path(data_dir) / "users.json"
     if not manifest_path.is_file():
-        return velocity_axis(height), time_axis(width), None, "assumed (simulator defaults)"
+        return (velocity_axis(height, v_top, v_bottom), time_axis(width, duration_s), None,
+                f"assumed (data.axes: {v_top:g} to {v_bottom:g} m/s, {duration_s:g} s)")
     manifest = json.loads(manifest_path.read_text())
     try:
         v, t = manifest["image_axes"]["velocity_mps"], manifest["image_axes"]["time_s"]
@@ -69,10 +77,13 @@ def image_axes(data_dir: str | Path, height: int, width: int) -> tuple[np.ndarra
     except (KeyError, TypeError, ZeroDivisionError) as e:
         raise BadFileError(f"{manifest_path}: no usable image_axes ({e!r}); "
                            "expected the simulator's users.json") from None
-    # the recorded span need not be symmetric about zero, so not velocity_axis (whose operation order
-    # the default axes keep: the two round differently in the last bit)
-    velocity = top_edge - (np.arange(height) + 0.5) * (top_edge - bottom_edge) / height
-    return velocity, np.linspace(first, last, width), manifest, "users.json"
+    # zero_row says where zero Doppler lies (fractional row of v["rows"]); it must agree with the velocities
+    zero_row = top_edge / (top_edge - bottom_edge) * v["rows"] - 0.5
+    if "zero_row" in v and abs(v["zero_row"] - zero_row) > 0.01:
+        raise BadFileError(f"{manifest_path}: image_axes.velocity_mps.zero_row = {v['zero_row']} disagrees with "
+                           f"its top/bottom velocities {v['top']}/{v['bottom']} (zero at row {zero_row:.2f}); "
+                           "expected the simulator's users.json: run `mdgen simulate` (or `dvc repro`) again")
+    return velocity_axis(height, top_edge, bottom_edge), np.linspace(first, last, width), manifest, "users.json"
 
 
 # --------------------------------------------------------------------------------------
@@ -156,7 +167,12 @@ TEXTBOOK_JET = np.stack([np.clip(1.5 - np.abs(4 * _X - c), 0, 1) for c in (3, 2,
 
 
 def textbook_jet_to_level(rgb: np.ndarray) -> np.ndarray:
-    """Nearest TEXTBOOK_JET index of each pixel (float RGB [..., 3]), in [0, 1]: the texture card's level."""
-    # |x - t|^2 = |x|^2 - 2 x.t + |t|^2; |x|^2 is the same for every entry t, so it drops out
-    d = (TEXTBOOK_JET**2).sum(1) - 2.0 * rgb @ TEXTBOOK_JET.T
-    return d.argmin(-1) / 255.0
+    """Nearest TEXTBOOK_JET index of each pixel (float RGB [..., 3]), in [0, 1]: the texture card's level.
+
+    Computed as the reference scripts do (the sum of squared differences to every entry, the first of equal
+    ones), once per distinct colour: an image holds a few thousand, so this is exact and fast.
+    """
+    rgb = np.asarray(rgb, dtype=np.float64)
+    colours, inverse = np.unique(rgb.reshape(-1, 3), axis=0, return_inverse=True)
+    d = ((colours[:, None, :] - TEXTBOOK_JET[None]) ** 2).sum(-1)
+    return (d.argmin(-1) / 255.0)[inverse.reshape(-1)].reshape(rgb.shape[:-1])

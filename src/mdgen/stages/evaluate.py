@@ -16,7 +16,7 @@ from mdgen.io import details_of, write_headline, write_json
 from mdgen.plots import errorbar_panels, image_grid
 from mdgen.scorecard import Inputs, evaluate, headline, load_inputs
 
-KEYS = ["seed", "data.image_size", "classifier", "evaluate"]
+KEYS = ["seed", "data.image_size", "data.axes", "classifier", "evaluate"]
 
 PLOTS = {
     "accuracy": "accuracy_per_user.json",
@@ -59,7 +59,8 @@ def main(params_path: str = "params.yaml", split_path: str = "data/split.json",
 
     d = load_inputs(p["data.image_size"], split_path, classifier_path, samples_dir)
     say(f"{len(d.gen_files)} samples, {len(d.x_train)} real train and {len(d.x_val)} real val images loaded")
-    metrics, figures = evaluate(d, p["classifier"], p["evaluate"], p["seed"], p["data.image_size"], say)
+    metrics, figures = evaluate(d, p["classifier"], p["evaluate"], p["seed"], p["data.image_size"],
+                                p["data.axes"], say)
     write_plots(Path(plots_dir), d, figures["accuracy"], figures["pairs"], figures["gait_panels"])
     write_json(details_path or details_of(metrics_path), metrics)
     write_headline(metrics_path, headline(metrics))  # last: the metrics appear only once every plot is written

@@ -1,4 +1,4 @@
-"""`texture` stage: the texture card of every image of data/split.json against a reference card -> metrics/texture.json.
+"""`texture` stage: the texture and shape cards of the images of data/split.json against a real set's -> metrics/texture.json.
 
 It reads the files `split` checked (train, val and dropped: the whole of ${data.dir}), so it runs after
 `split` and never meets an image that `split` did not decode.
@@ -17,16 +17,23 @@ def main(params_path: str = "params.yaml", metrics_path: str = "metrics/texture.
     p = params.read(KEYS, params_path)
     config = p["texture"]
     reference = texture.read_reference(config.reference) if config.reference else None
+    shape_reference = (texture.read_reference(config.shape_reference, texture.SHAPE_FIGURES)
+                       if config.shape_reference else None)
     manifest = read_split(split_path)
-    card = texture.card(dataset_files(manifest), config.images, seed=p["seed"])
-    metrics = {**card, "reference": config.reference}
-    if reference is not None:
-        z = texture.distances(card, reference)
-        metrics["distance_in_reference_std"] = z
-        metrics["max_distance"] = max(max(v) if isinstance(v, list) else v for v in z.values())
+    card = texture.card(dataset_files(manifest), config.images, seed=p["seed"], shape=True)
+    shape = {**card.pop("shape"), "reference": config.shape_reference}
+    metrics = {**card, "reference": config.reference, "shape": shape}
+    headline = {}
+    for part, ref, names, key in ((metrics, reference, texture.FIGURES, "tex_z"),
+                                  (shape, shape_reference, texture.SHAPE_FIGURES, "shape_z")):
+        if ref is not None:
+            z = texture.distances(part, ref, names)
+            part["distance_in_reference_std"] = z
+            part["max_distance"] = headline[key] = max(max(v) if isinstance(v, list) else v for v in z.values())
     write_json(details_path or details_of(metrics_path), metrics)
-    # the headline: the worst distance to the real set, in its std (none without a reference)
-    write_headline(metrics_path, {"tex_z": metrics["max_distance"]} if reference is not None else {})
-    far = "" if reference is None else f", largest distance to the reference {metrics['max_distance']:.2f} std"
-    print(f"texture: {card['images']} images of {manifest['data_dir']}{far} -> {metrics_path}")
+    # the headline: the worst distance to the real set of each card, in its std (none without a reference)
+    write_headline(metrics_path, headline)
+    far = "".join(f", {k} {v:.2f}" for k, v in headline.items())
+    print(f"texture: {card['images']} images of {manifest['data_dir']}{far} (largest distances to the real set, "
+          f"in its std) -> {metrics_path}")
     return metrics
