@@ -69,3 +69,13 @@ def test_ground_truth_is_recovered_from_rgb_png():
     assert np.max(np.abs(speed_err)) < 0.05, speed_err
     assert np.max(np.abs(cycle_err)) < 0.05, cycle_err
     assert abs(np.median(speed_err)) < 0.02 and abs(np.median(cycle_err)) < 0.02
+
+
+def test_a_torso_at_the_image_edge_still_gets_numbers():
+    """A noise sample whose brightest rows lie under zero Doppler, on a 64-row default axis: no row beyond the
+    torso band on its side. It must get finite (wrong) numbers, not a NaN that breaks `evaluate`."""
+    velocity, time = velocity_axis(64), np.linspace(0.0, RADAR.duration_s, 64)
+    level = np.random.default_rng(0).uniform(0.0, 0.1, (64, 64)).astype(np.float32)
+    level[-4:] = 0.9
+    m = measure_gait(level, velocity, time)
+    assert m.torso_velocity < 0 and np.isfinite([m.cycle_s, m.envelope_mps, m.steps]).all()

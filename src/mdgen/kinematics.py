@@ -113,8 +113,14 @@ def limb_energy(level: np.ndarray, velocity: np.ndarray, torso_v: float | None =
     if torso_v is None:
         torso_v = torso_velocity(level, velocity)
     side = np.sign(torso_v) if torso_v != 0 else -1.0
-    limbs = (np.abs(velocity - torso_v) > band_mps) & (side * velocity > -0.5 * abs(torso_v))
-    return level[limbs].astype(np.float64).mean(axis=0)
+    outside = np.abs(velocity - torso_v) > band_mps
+    limbs = outside & (side * velocity > -0.5 * abs(torso_v))
+    # A torso found next to an image edge (a noise sample, or a walker beside zero on an axis that ends just
+    # under it) can leave no row on its side: then every row outside its band, or at the least every row,
+    # so that such an image still gets a (wrong) cycle instead of an error.
+    for rows in (limbs, outside, np.ones_like(limbs)):
+        if rows.any():
+            return level[rows].astype(np.float64).mean(axis=0)
 
 
 def autocorrelation(x: np.ndarray) -> np.ndarray:

@@ -32,8 +32,8 @@ nearest neighbour:
   run_h / run_v   mean length in pixels of runs of identical colour along time / Doppler
 
 Every figure is [mean, std] over the images. `card` draws the same subset as the shared reference
-scripts (sorted paths, `numpy.random.default_rng(seed).choice`); the figures agree with them to 1e-3
-(a pixel equidistant from two table entries may take the other one here).
+scripts (sorted paths, `numpy.random.default_rng(seed).choice`) and computes levels as they do, so the
+figures are theirs (tests/test_texture.py compares with both scripts to 1e-3).
 """
 from __future__ import annotations
 
