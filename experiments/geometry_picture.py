@@ -7,7 +7,6 @@ of persons 1-4 of each is drawn in a row, the velocity axis labelled in m/s with
 walker's side of zero and the limbs' direction can be compared at a glance.
 """
 import argparse
-import json
 from pathlib import Path
 
 import matplotlib
@@ -17,19 +16,19 @@ import matplotlib.pyplot as plt
 import numpy as np
 from PIL import Image
 
+from mdgen.spectrogram import image_axes
+
 
 def draw(folders: dict[str, Path], out: Path, persons=(1, 2, 3, 4)) -> None:
     fig, axes = plt.subplots(len(folders), len(persons), figsize=(3.0 * len(persons), 3.2 * len(folders)),
                              squeeze=False, constrained_layout=True)
     for r, (title, folder) in enumerate(folders.items()):
-        manifest = json.loads((folder / "users.json").read_text())
-        v, t = manifest["image_axes"]["velocity_mps"], manifest["image_axes"]["time_s"]
-        step = (v["top"] - v["bottom"]) / (v["rows"] - 1)
-        top, bottom = v["top"] + step / 2, v["bottom"] - step / 2
         for c, n in enumerate(persons):
             ax = axes[r, c]
-            ax.imshow(np.asarray(Image.open(folder / f"ID_{n}" / "1.png").convert("RGB")), aspect="auto",
-                      extent=(t["first"], t["last"], bottom, top))
+            image = np.asarray(Image.open(folder / f"ID_{n}" / "1.png").convert("RGB"))
+            v, t, _, _ = image_axes(folder, *image.shape[:2])  # row-centre velocities from its users.json
+            half = (v[0] - v[1]) / 2
+            ax.imshow(image, aspect="auto", extent=(t[0], t[-1], v[-1] - half, v[0] + half))
             ax.axhline(0.0, color="white", lw=0.8, ls="--")
             ax.set_title(f"{title}: ID_{n}", fontsize=9)
             ax.set_xlabel("time (s)", fontsize=8)

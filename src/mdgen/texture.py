@@ -73,9 +73,8 @@ def _edges(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return first[any_], last[any_]
 
 
-def shape_figures(a: np.ndarray, raw: np.ndarray) -> dict:
-    """The shape card's figures of one image: `a` bilinear 256x256 RGB (float), `raw` nearest 256x256 RGB."""
-    lv = textbook_jet_to_level(a)
+def shape_figures(lv: np.ndarray, raw: np.ndarray) -> dict:
+    """The shape card's figures of one image: `lv` its levels at 256x256 (bilinear), `raw` nearest 256x256 RGB."""
     rows = lv.mean(1)
     torso = int(np.argmax(rows))
     n = lv.shape[0]
@@ -108,7 +107,9 @@ def figures(path: str | Path, shape: bool = False) -> dict:
     """The texture card's figures of one image, and with `shape` the shape card's too."""
     rgb = _read_rgb(path)
     a = np.asarray(rgb.resize((256, 256), Image.BILINEAR)).astype(np.float64)
-    lv = textbook_jet_to_level(a[::2, ::2])
+    # a level depends on its pixel alone: the texture card's every-second pixel is the shape card's grid subsampled
+    full = textbook_jet_to_level(a) if shape else None
+    lv = full[::2, ::2] if shape else textbook_jet_to_level(a[::2, ::2])
     dh = np.abs(np.diff(a, axis=1))
     rows = lv.mean(1)
     return {
@@ -123,7 +124,7 @@ def figures(path: str | Path, shape: bool = False) -> dict:
         "peak_row": rows.argmax() / len(rows),
         "row_profile": rows.reshape(8, -1).mean(1),
         "cycle_px": _period(lv.mean(0)) * 2,
-        **(shape_figures(a, np.asarray(rgb.resize((256, 256), Image.NEAREST)).astype(np.int64)) if shape else {}),
+        **(shape_figures(full, np.asarray(rgb.resize((256, 256), Image.NEAREST)).astype(np.int64)) if shape else {}),
     }
 
 
