@@ -103,3 +103,16 @@ def test_threads_zero_keeps_torchs_setting():
     n = torch.get_num_threads()
     set_threads(0)  # 0 keeps torch's setting
     assert torch.get_num_threads() == n
+
+
+def test_classifiers_trained_side_by_side_score_as_in_one_process():
+    from mdgen.classifier import Job, fit_and_score
+
+    (x, y), (xv, yv) = toy_set(6, 0), toy_set(4, 1)
+    # width 8: see test_metrics' augmentation test (oneDNN and 4 channels on AVX2-only CPUs)
+    recipe = replace(TINY, steps=4, width=8, threads=1)
+    jobs = [Job(x, y, seed, {"val": (xv, yv), "train": (x, y)}) for seed in (0, 1, 2)]
+    one = fit_and_score(jobs, 3, recipe, workers=1)
+    lines = []
+    assert fit_and_score(jobs, 3, recipe, workers=2, say=lines.append) == one
+    assert len(lines) == 3 and all(set(r) == {"val", "train"} for r in one)

@@ -18,7 +18,7 @@ from mdgen import params
 from mdgen.checkpoints import load_ema
 from mdgen.latents import compute_stats, save_latents, save_stats
 from mdgen.dit_training import train
-from mdgen.params import ModelConfig, TrainConfig
+from mdgen.params import ModelConfig, ParamsError, TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -80,6 +80,19 @@ def test_resume_ignores_run_only_settings(tmp_path, capsys):
     assert "resuming from" in capsys.readouterr().out and m["step"] == 6
     ckpt = torch.load(root / "dit/last.ckpt", map_location="cpu", weights_only=True)
     assert ckpt["mdgen"]["train"]["max_steps"] == 6 and ckpt["mdgen"]["users"] == USERS
+
+
+def test_epochs_set_the_length_from_the_train_set_unless_max_steps_does(tmp_path):
+    root = make_latents(tmp_path, n_train=24)
+    m = run_train(root, max_steps=None, epochs=1.2, checkpoint_every=100, val_every=100)
+    assert m["step"] == 5 and m["train_latents"] == 24 and m["epochs"] == 1.25  # ceil(1.2 * 24 / 6) steps of 6
+    ckpt = torch.load(root / "dit/last.ckpt", map_location="cpu", weights_only=True)
+    assert ckpt["mdgen"]["train"]["max_steps"] == 5  # the record holds the resolved length
+    root2 = make_latents(tmp_path / "more", n_train=48)  # twice the data, twice the steps
+    assert run_train(root2, max_steps=None, epochs=1.2, checkpoint_every=100, val_every=100)["step"] == 10
+    assert tiny_config(max_steps=3, epochs=1.2)[1].steps_for(48) == 3  # max_steps, where set, wins
+    with pytest.raises(ParamsError, match="train.max_steps and train.epochs are both null"):
+        tiny_config(max_steps=None, epochs=None)
 
 
 def steps_logged(root: Path) -> list[int]:

@@ -5,10 +5,11 @@ import pytest
 import scipy.linalg
 from PIL import Image
 
-from mdgen.metrics import (augmentation_gain, compare_gait, confusion_matrix, density_coverage, fewshot_indices,
+from mdgen.metrics import (augmentation_gain, mix_real, compare_gait, confusion_matrix, density_coverage, fewshot_indices,
                               frechet_distance, gait_measures, kernel_inception_distance,
                               memorisation_share, per_class_accuracy, precision_recall)
 from mdgen.io import write_json
+from tests.conftest import REPO
 from mdgen.kinematics import measure_gait
 from mdgen.simulate import image_time_axis, image_velocity_axis, sample_users, simulate_spectrogram, spectrogram_to_rgb
 from mdgen.spectrogram import JET_LUT, jet_to_level
@@ -122,16 +123,35 @@ def test_augmentation_gain_reports_each_seed():
 
     from tests.test_classifier import TINY
     recipe = replace(TINY, steps=3, batch_size=8, lr=1e-3, weight_decay=0.0, image_size=16, width=8, augment=False)
-    r = augmentation_gain(x, y, xv, yv, xg, yg, 3, fewshot_per_user=2, seeds=[0, 1, 2], classifier=recipe)
-    assert len(r["real_only"]) == len(r["real_plus_generated"]) == 3
-    gains = np.array(r["real_plus_generated"]) - np.array(r["real_only"])
-    assert r["gain_mean"] == pytest.approx(gains.mean()) and r["gain_std"] == pytest.approx(gains.std())
-    lo, hi = r["gain_ci95"]
+    r = augmentation_gain(x, y, xv, yv, {"gen": (xg, yg), "half": (xg[::2], yg[::2])}, 3, per_user=2,
+                          seeds=[0, 1, 2], classifier=recipe)
+    assert len(r["real_only"]) == 3 and set(r["sets"]) == {"gen", "half"}
+    row = r["sets"]["gen"]
+    assert len(row["accuracy"]) == 3 and row["generated_images"] == len(xg)
+    gains = np.array(row["accuracy"]) - np.array(r["real_only"])
+    assert row["gain_mean"] == pytest.approx(gains.mean()) and row["gain_std"] == pytest.approx(gains.std())
+    lo, hi = row["gain_ci95"]
     # t(0.975, 2 dof) = 4.303
     half = 4.303 * gains.std(ddof=1) / np.sqrt(3)
     assert lo == pytest.approx(gains.mean() - half, abs=1e-3) and hi == pytest.approx(gains.mean() + half, abs=1e-3)
-    one = augmentation_gain(x, y, xv, yv, xg, yg, 3, fewshot_per_user=2, seeds=[0], classifier=recipe)
-    assert one["gain_ci95"] is None
+    # the few-shot arm leaves train images out of its draw and scores on them too: the lever-choosing figure
+    assert "heldout_gain_mean" in row and len(row["heldout_gain_ci95"]) == 2
+    one = augmentation_gain(x, y, xv, yv, {"gen": (xg, yg)}, 3, per_user=2, seeds=[0], classifier=recipe)
+    assert one["sets"]["gen"]["gain_ci95"] is None
+    # the full arm: every real train image, nothing held out
+    full = augmentation_gain(x, y, xv, yv, {"gen": (xg, yg)}, 3, per_user=None, seeds=[0, 1], classifier=recipe)
+    assert full["per_user"] is None and "heldout_gain_mean" not in full["sets"]["gen"]
+
+
+def test_mix_real_repeats_real_images_to_the_asked_share():
+    xr, yr = np.zeros((4, 2, 2, 3), np.uint8), np.zeros(4, int)
+    xg, yg = np.ones((12, 2, 2, 3), np.uint8), np.ones(12, int)
+    x, y = mix_real(xr, yr, xg, yg, None)
+    assert len(x) == 16 and (y == 0).sum() == 4
+    x, y = mix_real(xr, yr, xg, yg, 0.5)  # 4 real against 12 generated: three copies of each real image
+    assert len(x) == 24 and (y == 0).sum() == 12 and (x[y == 1] == 1).all()
+    x, y = mix_real(xr, yr, xg[:2], yg[:2], 0.5)  # already more real than generated: each once
+    assert (y == 0).sum() == 4
 
 
 # --------------------------------------------------------------------------------------
@@ -172,7 +192,7 @@ def test_compare_gait_per_user_and_mae():
 TINY_PARAMS = {
     "data": {"image_size": 32},
     "classifier": {"image_size": 16, "width": 4, "steps": 6, "batch_size": 8},
-    "evaluate": {"fewshot_per_user": 2, "fewshot_steps": 3, "seeds": 3, "kid_subsets": 5,
+    "evaluate": {"fewshot_per_user": 2, "fewshot_steps": 3, "seeds": 3, "full_seeds": 2, "kid_subsets": 5,
                  "precision_recall_k": 2, "density_coverage_k": 2, "plot_pairs": 3},
 }
 
@@ -215,7 +235,7 @@ def test_classifier_and_evaluate_stages_write_all_metrics(tmp_path):
 
     m = evaluate_stage.main(params_path=params, split_path=tmp_path / "split.json",
                             classifier_path=tmp_path / "classifier.safetensors", samples_dir=samples,
-                            metrics_path=tmp_path / "evaluate.json", plots_dir=tmp_path / "plots")
+                            sifted_dir=None, metrics_path=tmp_path / "evaluate.json", plots_dir=tmp_path / "plots")
     written = json.loads((tmp_path / "details" / "evaluate.json").read_text())
     assert written == json.loads(json.dumps(m))
     # the declared metrics: numbers a researcher compares between runs, no per-person or per-seed detail
@@ -223,7 +243,8 @@ def test_classifier_and_evaluate_stages_write_all_metrics(tmp_path):
     assert len(headline) == 14 and all(isinstance(v, (int, float)) for v in headline.values())
     assert headline["acc_x"] == pytest.approx(m["conditional"]["ratio"], rel=1e-3)  # 4 significant digits
     assert headline["fid_x"] == pytest.approx(m["distribution"]["fid_ratio"], rel=1e-3)
-    assert headline["gain_lo"] == pytest.approx(m["augmentation"]["gain_ci95"][0], rel=1e-3)
+    assert headline["gain_lo"] == pytest.approx(m["augmentation"]["fewshot"]["gain_ci95"][0], rel=1e-3)
+    assert headline["full"] == pytest.approx(m["augmentation"]["full"]["gain_mean"], rel=1e-3, abs=1e-4)
     assert {"generated_accuracy", "real_val_accuracy", "ratio", "per_user"} <= set(m["conditional"])
     assert {"fid", "fid_real_floor", "fid_real_floor_std", "fid_ratio", "kid", "kid_real_floor",
             "precision", "recall", "density", "coverage", "per_user_kid"} <= set(m["distribution"])
@@ -237,8 +258,11 @@ def test_classifier_and_evaluate_stages_write_all_metrics(tmp_path):
     assert {"torso_speed_mps_mae_generated_vs_real", "cycle_s_mae_generated_vs_truth"} <= set(m["kinematics"])
     assert m["kinematics"]["per_user"]["ID_2"]["truth_torso_speed_mps"] == pytest.approx(1.2)
     aug = m["augmentation"]
-    assert len(aug["per_seed"]) == 3 and {"real_only_mean", "real_plus_generated_mean", "gain_mean",
-                                          "gain_std", "gain_ci95"} <= set(aug)
+    assert aug["generated_images"] == 6  # sifted_dir None: every sample trains the augmented classifiers
+    assert len(aug["fewshot"]["per_seed"]) == 3 and len(aug["full"]["per_seed"]) == 2
+    assert {"real_only_mean", "real_plus_generated_mean", "gain_mean", "gain_std", "gain_ci95",
+            "heldout_gain_mean"} <= set(aug["fewshot"])
+    assert aug["full"]["real_train_per_user"] is None and aug["full"]["steps"] == 6
     val_rows = json.loads((tmp_path / "plots" / evaluate_stage.PLOTS["confusion_val_data"]).read_text())
     assert len(val_rows) == 4 and {r["actual"] for r in val_rows} == {"ID_1", "ID_2"}
     for name in evaluate_stage.PLOTS.values():
@@ -251,3 +275,25 @@ def test_evaluate_rejects_samples_of_unknown_users(tmp_path):
     samples = _user_folders(tmp_path / "samples", users=3, per_user=1, seed=0)
     with pytest.raises(ValueError, match="ID_3: not a user"):
         load_generated(samples, ["ID_1", "ID_2"], 32)
+
+
+def test_augmentation_without_sifted_samples_is_said_not_faked():
+    from mdgen.params import load
+    from mdgen.scorecard import augmentation, sifted
+
+    p = load(REPO / "params.yaml")
+    empty = np.zeros((0, 32, 32, 3), np.uint8)
+    section = augmentation(None, empty, np.zeros(0, int), p.classifier, p.evaluate, 0)
+    assert section["generated_images"] == 0 and "sift` kept no sample" in section["skipped"]
+    assert "fewshot" not in section and "full" not in section
+    assert {k: v for k, v in headline_of(section).items() if k.startswith(("gain", "full"))} == \
+        {"gain": None, "gain_lo": None, "full": None, "full_lo": None}
+
+
+def headline_of(augmentation_section: dict) -> dict:
+    from mdgen.scorecard import HEADLINE_NAMES, headline
+
+    metrics = {}
+    for section, key in HEADLINE_NAMES.values():
+        metrics.setdefault(section, {})[key] = 0.0
+    return headline({**metrics, "augmentation": augmentation_section})

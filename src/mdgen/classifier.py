@@ -117,19 +117,24 @@ class SpectrogramResNet(nn.Module):
 # Inputs
 # --------------------------------------------------------------------------------------
 
-def prepare(images: np.ndarray, image_size: int) -> torch.Tensor:
-    """uint8 [N, H, W, 3] -> float32 [N, 3, image_size, image_size] in [-1, 1].
-
-    Resizing goes through ADM's `center_crop_arr` (BOX halving, then bicubic), the same path
-    `load_image(file, image_size)` takes, so a 256 px array and its file give the same input.
-    """
+def resize_images(images: np.ndarray, image_size: int) -> np.ndarray:
+    """uint8 [N, H, W, 3] -> uint8 [N, image_size, image_size, 3] through ADM's `center_crop_arr` (BOX halving,
+    then bicubic), the path `load_image(file, image_size)` takes; images already that size are returned as
+    they are, so resizing once up front changes nothing downstream."""
     images = np.asarray(images)
     assert images.dtype == np.uint8 and images.ndim == 4 and images.shape[-1] == 3, \
         f"expected uint8 images [N, H, W, 3], got {images.dtype} {images.shape}"
-    if images.shape[1:3] != (image_size, image_size):
-        images = np.stack([center_crop_arr(Image.fromarray(im), image_size) for im in images]) if len(images) \
-            else np.zeros((0, image_size, image_size, 3), np.uint8)
-    return to_tensor(np.ascontiguousarray(images))
+    if images.shape[1:3] == (image_size, image_size):
+        return images
+    if not len(images):
+        return np.zeros((0, image_size, image_size, 3), np.uint8)
+    return np.stack([center_crop_arr(Image.fromarray(im), image_size) for im in images])
+
+
+def prepare(images: np.ndarray, image_size: int) -> torch.Tensor:
+    """uint8 [N, H, W, 3] -> float32 [N, 3, image_size, image_size] in [-1, 1] (`resize_images`, so a 256 px
+    array and its file give the same input)."""
+    return to_tensor(np.ascontiguousarray(resize_images(images, image_size)))
 
 
 def time_shift(x: torch.Tensor, max_shift: int, generator: torch.Generator) -> torch.Tensor:
@@ -203,6 +208,59 @@ def train_classifier(images: np.ndarray, labels, num_classes: int, config: Class
             bar.update()
             bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
     return model.eval()
+
+
+@dataclass
+class Job:
+    """One classifier to train (`train_classifier` on images, labels, seed) and the sets to score it on."""
+    images: np.ndarray
+    labels: np.ndarray
+    seed: int
+    tests: dict[str, tuple[np.ndarray, np.ndarray]]
+
+
+def _fit_and_score(job: Job, num_classes: int, config: ClassifierConfig) -> dict[str, float]:
+    model = train_classifier(job.images, job.labels, num_classes, config, job.seed)
+    return {name: accuracy(model, x, y) for name, (x, y) in job.tests.items()}
+
+
+def _worker_threads(n: int) -> None:
+    if n > 0:
+        torch.set_num_threads(n)
+
+
+def fit_and_score(jobs: list[Job], num_classes: int, config: ClassifierConfig, workers: int = 1,
+                  say=None) -> list[dict[str, float]]:
+    """Train one classifier per job and return each one's accuracy on its test sets, in job order.
+
+    `workers` > 1 trains that many side by side in spawned processes of `config.threads` threads each: the
+    classifiers are small, one thread each uses a core best, and each job is seeded, so the figures are those
+    of one process. Images go to the workers at the classifier's input size (`resize_images`), not at 256 px.
+    `say`: a line per finished job.
+    """
+    size = config.image_size
+    jobs = [Job(resize_images(j.images, size), np.asarray(j.labels), j.seed,
+                {k: (resize_images(x, size), np.asarray(y)) for k, (x, y) in j.tests.items()}) for j in jobs]
+    if workers <= 1 or len(jobs) <= 1:
+        out = []
+        for i, job in enumerate(jobs):
+            out.append(_fit_and_score(job, num_classes, config))
+            if say:
+                say(f"classifier {i + 1} of {len(jobs)} trained")
+        return out
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    # spawn, not fork: a forked child inherits the parent's OpenMP state and can hang in its first kernel
+    with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=multiprocessing.get_context("spawn"),
+                             initializer=_worker_threads, initargs=(config.threads,)) as pool:
+        futures = {pool.submit(_fit_and_score, job, num_classes, config): i for i, job in enumerate(jobs)}
+        out: list = [None] * len(jobs)
+        for done, f in enumerate(as_completed(futures), 1):
+            out[futures[f]] = f.result()
+            if say:
+                say(f"classifier {done} of {len(jobs)} trained ({min(workers, len(jobs))} processes)")
+    return out
 
 
 def _conv_kernels(width: int):

@@ -23,6 +23,7 @@ STAGES = {
     "train": ("mdgen.stages.train", "train the LightningDiT -> models/dit/ (resumes last.ckpt)"),
     "sample": ("mdgen.stages.sample", "generate spectrograms per user -> data/samples/"),
     "classifier": ("mdgen.stages.classifier", "train the user-identification judge on real train images -> models/classifier.safetensors"),
+    "sift": ("mdgen.stages.sift", "keep the samples the judge and the gait measures find plausible -> data/sifted/"),
     "evaluate": ("mdgen.stages.evaluate", "score data/samples/ (identity, FID/KID, memorisation, kinematics, augmentation) -> metrics/evaluate.json"),
 }
 # commands outside the pipeline that run like a stage, `main(params_path=...)`:
@@ -69,6 +70,13 @@ def build_parser() -> argparse.ArgumentParser:
     for name, (_, help_, default) in COMMANDS.items():
         s = sub.add_parser(name, help=help_)
         s.add_argument("--params", default=default, help=f"parameters file (default: {default})")
+        if name == "sift":  # the one stage users also run on samples of their own, outside the pipeline's folders
+            s.add_argument("--samples", default="data/samples",
+                           help="folder of samples, one sub-folder per person of the split (default: data/samples)")
+            s.add_argument("--out", default="data/sifted", help="where the kept samples go, replaced as a whole "
+                                                                 "(default: data/sifted)")
+            s.add_argument("--details", default="metrics/details/sift.json",
+                           help="what was kept and dropped, and why (default: metrics/details/sift.json)")
     g = sub.add_parser("generate", help="generate spectrograms of one user from a trained models/dit/ (outside DVC)",
                        description="Images of one person from a trained model, sampled as the `sample` stage "
                                    "samples: SpectrogramGenerator.from_pretrained(--model-dir).generate(--user, "
@@ -126,7 +134,9 @@ def main(argv: list[str] | None = None) -> int:
             r = export_upstream(args.ckpt, args.out)
             print(f"export-dit: {r['tensors']} tensors per part (step {r['step']}) -> {r['path']}")
         else:
-            importlib.import_module(COMMANDS[args.command][0]).main(params_path=args.params)
+            paths = dict(samples_dir=args.samples, out_dir=args.out, details_path=args.details) \
+                if args.command == "sift" else {}
+            importlib.import_module(COMMANDS[args.command][0]).main(params_path=args.params, **paths)
     except Exception as e:  # noqa: BLE001 -- sorted below: a user's mistake is one line, a bug a traceback
         if args.debug or not user_error(e):
             raise

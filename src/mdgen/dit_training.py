@@ -52,7 +52,7 @@ def is_rank_zero() -> bool:
 # train.* settings a run may change and still continue a checkpoint: where and how it runs, how often it
 # saves, validates and logs. Everything else changes what is trained (the resolved precision is compared
 # through the run record).
-RUN_ONLY = ("max_steps", "checkpoint_every", "val_every", "resume", "accelerator", "devices", "strategy", "precision",
+RUN_ONLY = ("max_steps", "epochs", "checkpoint_every", "val_every", "resume", "accelerator", "devices", "strategy", "precision",
             "compile", "deterministic", "num_workers", "init_from", "log_every")
 
 
@@ -374,6 +374,10 @@ def train(model: ModelConfig, config: TrainConfig, seed: int, *, train_path: str
                                "checkpoint, or null for a random init)")
     out_dir, metrics_dir = Path(out_dir), Path(metrics_dir)
     train_ds, val_ds = _datasets(c, train_path, val_path, stats_path)
+    if c.max_steps is None:
+        c = dataclasses.replace(c, max_steps=c.steps_for(len(train_ds)), epochs=None)
+        say(f"train: {c.max_steps} steps: {config.epochs:g} epochs of {len(train_ds)} train latents at batch "
+            f"{c.batch_size}")
     ch, h, _ = train_ds.latent_shape
     model_kwargs = {"class_dropout_prob": model.class_dropout_prob, "use_qknorm": model.use_qknorm, **model.overrides,
                     "num_classes": len(train_ds.users), "in_channels": ch, "input_size": h}
@@ -425,6 +429,8 @@ def train(model: ModelConfig, config: TrainConfig, seed: int, *, train_path: str
                         enable_progress_bar=False, enable_model_summary=False).validate(module, val_dl, verbose=False)[0]
     metrics = {k: float(v) for k, v in val.items() if k.startswith("val/")}
     metrics["step"] = int(trainer.global_step)
+    # how far the run went through its data, whichever of max_steps and epochs set its length
+    metrics["train_latents"], metrics["epochs"] = len(train_ds), round(c.max_steps * c.batch_size / len(train_ds), 2)
     if trainer.is_global_zero:
         latents_meta = read_latents_meta(train_path)
         # stats and tokenizer by sha256 and by path as this run had them (a relative one: from its working

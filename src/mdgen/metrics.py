@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.spatial.distance import cdist
 
-from mdgen.classifier import accuracy, train_classifier
+from mdgen.classifier import Job, fit_and_score, resize_images
 from mdgen.errors import DataError
 from mdgen.kinematics import measure_gait
 from mdgen.params import ClassifierConfig
@@ -251,44 +251,71 @@ def fewshot_indices(labels: np.ndarray, per_class: int, seed: int) -> np.ndarray
     return np.sort(np.concatenate(picks))
 
 
-def augmentation_gain(train_images: np.ndarray, train_labels: np.ndarray, val_images: np.ndarray,
-                      val_labels: np.ndarray, gen_images: np.ndarray, gen_labels: np.ndarray, num_classes: int, *,
-                      fewshot_per_user: int, seeds: list[int], classifier: ClassifierConfig,
-                      progress: bool = False) -> dict:
-    """Does adding generated samples help a classifier that sees only a few real ones?
+def mix_real(x_real: np.ndarray, y_real: np.ndarray, x_gen: np.ndarray, y_gen: np.ndarray,
+             real_share: float | None) -> tuple[np.ndarray, np.ndarray]:
+    """Real and generated images as one training set. `real_share`: the share of real images a batch should
+    hold, reached by repeating the real ones a whole number of times (at least once; None: each image once).
+    Repetition keeps the classifier's epoch walk unchanged, only what an epoch holds."""
+    reps = 1
+    if real_share is not None and len(x_gen) and len(x_real):
+        reps = max(1, round(real_share / (1.0 - real_share) * len(x_gen) / len(x_real)))
+    return (np.concatenate([x_real] * reps + [x_gen]),
+            np.concatenate([np.asarray(y_real)] * reps + [np.asarray(y_gen)]))
 
-    Per seed: draw `fewshot_per_user` real train images per user, train a classifier as the `classifier`
-    section says (with the few-shot run's steps in it) on them alone and on them plus all generated images,
-    and test both on real val. Both arms take the same
-    optimiser steps and seed, so the difference is the data. Returns per-seed accuracies,
-    mean and (population) std of each arm, and of the paired gain with its 95 % Student-t interval
-    over the seeds (null for one seed).
+
+def augmentation_gain(train_images: np.ndarray, train_labels: np.ndarray, val_images: np.ndarray,
+                      val_labels: np.ndarray, generated: dict[str, tuple[np.ndarray, np.ndarray]], num_classes: int,
+                      *, per_user: int | None, seeds: list[int], classifier: ClassifierConfig,
+                      real_share: float | None = None, workers: int = 1, say=None) -> dict:
+    """Do generated samples help a classifier on real val, beside the same classifier on real images alone?
+
+    Per seed: take `per_user` real train images per user (drawn with the seed; None: every train image, the
+    full arm), train a classifier as `classifier` says on them alone, and on them plus each set of
+    `generated` ({name: (images, labels)}, mixed by `real_share`: `mix_real`), and test each on real val.
+    Every arm takes the same optimiser steps and seed, so the difference is the data. The few-shot arm also
+    scores every classifier on the real train images left out of the draw (`heldout_*`): what a choice of
+    samples, sifting or mix can be judged on without looking at real val. `workers`: classifiers trained side
+    by side (`mdgen.classifier.fit_and_score`); `say`: a line per classifier.
+
+    Returns per set: per-seed accuracies, the mean of each arm, and the paired gain's mean, (population) std
+    and 95 % Student-t interval over the seeds (null for one seed).
     """
     if len(seeds) < 1:
         raise ValueError("augmentation_gain: need at least one seed")
-    real_only, augmented = [], []
+    train_labels, val_labels = np.asarray(train_labels), np.asarray(val_labels)
+    size = classifier.image_size  # resized once here, not once per classifier
+    train_images, val_images = resize_images(train_images, size), resize_images(val_images, size)
+    generated = {k: (resize_images(x, size), np.asarray(y)) for k, (x, y) in generated.items()}
+    jobs, names = [], ["real_only", *generated]
     for seed in seeds:
-        idx = fewshot_indices(train_labels, fewshot_per_user, seed)
-        x, y = train_images[idx], np.asarray(train_labels)[idx]
-        m = train_classifier(x, y, num_classes, classifier, seed,
-                             progress=f"few-shot seed {seed}, real only" if progress else None)
-        real_only.append(accuracy(m, val_images, val_labels))
-        m = train_classifier(np.concatenate([x, gen_images]), np.concatenate([y, np.asarray(gen_labels)]), num_classes,
-                             classifier, seed, progress=f"few-shot seed {seed}, + generated" if progress else None)
-        augmented.append(accuracy(m, val_images, val_labels))
-    real_only, augmented = np.array(real_only), np.array(augmented)
-    gain = augmented - real_only
-    return {
-        "fewshot_per_user": fewshot_per_user,
-        "generated_images": int(len(gen_images)),
-        "seeds": [int(s) for s in seeds],
-        "real_only": real_only.tolist(),
-        "real_plus_generated": augmented.tolist(),
-        "real_only_mean": float(real_only.mean()), "real_only_std": float(real_only.std()),
-        "real_plus_generated_mean": float(augmented.mean()), "real_plus_generated_std": float(augmented.std()),
-        "gain_mean": float(gain.mean()), "gain_std": float(gain.std()),
-        "gain_ci95": _t_interval(gain),
-    }
+        idx = (np.arange(len(train_labels)) if per_user is None
+               else fewshot_indices(train_labels, per_user, seed))
+        rest = np.setdiff1d(np.arange(len(train_labels)), idx)
+        tests = {"val": (val_images, val_labels)}
+        if len(rest):
+            tests["heldout"] = (train_images[rest], train_labels[rest])
+        x, y = train_images[idx], train_labels[idx]
+        sets = {"real_only": (x, y), **{k: mix_real(x, y, xg, yg, real_share) for k, (xg, yg) in generated.items()}}
+        jobs += [Job(*sets[name], seed, tests) for name in names]
+    scores = fit_and_score(jobs, num_classes, classifier, workers, say)
+    runs = {name: {"val": [], "heldout": []} for name in names}
+    for i, score in enumerate(scores):  # jobs run seed by seed, each seed's in `names` order
+        for part, acc in score.items():
+            runs[names[i % len(names)]][part].append(acc)
+    base = {k: np.array(v) for k, v in runs["real_only"].items()}
+    out = {"per_user": per_user, "seeds": [int(s) for s in seeds], "real_share": real_share,
+           "real_only": base["val"].tolist(), "real_only_mean": float(base["val"].mean()), "sets": {}}
+    for name, (xg, _) in generated.items():
+        acc = {k: np.array(v) for k, v in runs[name].items()}
+        gain = acc["val"] - base["val"]
+        row = {"generated_images": int(len(xg)), "accuracy": acc["val"].tolist(),
+               "accuracy_mean": float(acc["val"].mean()),
+               "gain_mean": float(gain.mean()), "gain_std": float(gain.std()), "gain_ci95": _t_interval(gain)}
+        if len(base["heldout"]):
+            held = acc["heldout"] - base["heldout"]
+            row.update(heldout_gain_mean=float(held.mean()), heldout_gain_ci95=_t_interval(held))
+        out["sets"][name] = row
+    return out
 
 
 def _t_interval(x: np.ndarray, level: float = 0.95) -> list[float] | None:

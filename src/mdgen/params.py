@@ -211,7 +211,11 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    max_steps: int = setting(Int(1), "optimiser steps")
+    max_steps: int | None = setting(Int(1, optional=True), "optimiser steps, whatever the data; null: train.epochs "
+                                                           "decides, from the size of the train set")
+    epochs: float | None = setting(Float(0.0, lo_open=True, optional=True),
+                                   "where max_steps is null: passes over the train latents, max_steps = ceil(epochs "
+                                   "x train latents / batch_size), so the length follows the data")
     batch_size: int = setting(Int(1), "latents per step (per device)")
     lr: float = setting(Float(0.0, 1.0, lo_open=True), "AdamW peak learning rate")
     weight_decay: float = setting(Float(0.0), "AdamW weight decay")
@@ -252,6 +256,16 @@ class TrainConfig:
     def __post_init__(self):
         if self.init_from is not None:  # a Path would not load back from last.ckpt with weights_only
             object.__setattr__(self, "init_from", str(self.init_from))
+        if self.max_steps is None and self.epochs is None:
+            raise ParamsError("train.max_steps and train.epochs are both null: expected the run's length in one of "
+                              "them (epochs: passes over the train set, so that it follows the data)")
+
+    def steps_for(self, train_latents: int) -> int:
+        """Optimiser steps of a run on `train_latents` latents: max_steps where set, else epochs' worth of
+        batches (one device's batch: on several devices each step sees several, and the same epochs go further)."""
+        if self.max_steps is not None:
+            return self.max_steps
+        return max(1, math.ceil(self.epochs * train_latents / self.batch_size))
 
     @property
     def betas(self) -> tuple[float, float]:
@@ -293,10 +307,30 @@ class ClassifierConfig:
 
 
 @dataclass(frozen=True)
+class SiftConfig:
+    """Which samples `sift` keeps for training classifiers (mdgen.sift); the quality figures of `evaluate`
+    always score every sample."""
+    method: str = setting(Choice("none", "judge", "kinematics", "both"),
+                          "none: keep all | judge: the judge names the requested person | kinematics: gait within "
+                          "max_z of the person's real train images | both")
+    min_prob: float = setting(Float(0.0, 1.0), "judge test: the requested person's least probability "
+                                               "(on top of being the judge's first choice)")
+    max_z: float = setting(Float(0.0, lo_open=True), "kinematics test: the most standard deviations of the person's "
+                                                     "real train gait, in every measure")
+
+
+@dataclass(frozen=True)
 class EvaluateConfig:
     fewshot_per_user: int = setting(Int(1), "real train images per person in the augmentation-gain experiment")
     fewshot_steps: int = setting(Int(1), "classifier steps of each few-shot run (both arms alike)")
     seeds: int = setting(Int(1, 100), "few-shot draws and trainings (seed, seed + 1, ...)")
+    full_seeds: int = setting(Int(0, 100), "trainings of the full arm (every real train image, the judge's "
+                                           "steps; 0: no full arm)")
+    workers: int = setting(Int(1, 256), "processes that train the augmentation classifiers side by side (each on "
+                                        "classifier.threads threads; same figures whatever the count)")
+    real_share: float | None = setting(Float(0.0, 1.0, hi_open=True, optional=True),
+                                       "share of real images in the augmented classifiers' batches, by "
+                                       "repeating them (null: every image once)")
     floor_subsets: int = setting(Int(1), "disjoint real train subsets of the samples' size the FID floor is "
                                          "averaged over")
     kid_subsets: int = setting(Int(1), "KID subsets")
@@ -325,6 +359,7 @@ class Params:
     train: TrainConfig
     sample: SampleConfig
     classifier: ClassifierConfig
+    sift: SiftConfig
     evaluate: EvaluateConfig
 
 

@@ -8,7 +8,8 @@ each a section of metrics/evaluate.json (`evaluate` runs them, `mdgen.stages.eva
                    in the judge's features, next to the real-vs-real floor)
   memorisation  -- are samples copies of training images?
   kinematics    -- do samples walk like the person? (torso speed, gait cycle, limb envelope)
-  augmentation  -- do samples help a few-shot classifier on real val?
+  augmentation  -- do the (sifted) samples help a classifier on real val, with a few real images per person
+                   and with all of them?
 
 The math of each figure is `mdgen.metrics`'; this module gathers the inputs and fills the sections.
 """
@@ -45,6 +46,8 @@ class Inputs:
     gen_files: list[Path]
     x_gen: np.ndarray
     y_gen: np.ndarray
+    x_aug: np.ndarray   # the samples that train classifiers in `augmentation`: the sifted ones, or all of them
+    y_aug: np.ndarray
 
     @property
     def requested(self) -> list[int]:
@@ -80,13 +83,25 @@ def simulator_truth(sim_manifest: dict, users: list[str]) -> tuple[dict[str, np.
             np.array(labels, dtype=np.int64))
 
 
+def sifted(sifted_dir: str | Path | None, users: list[str], image_size: int, x_gen: np.ndarray,
+           y_gen: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Images and labels of `sift`'s output (every sample where `sifted_dir` is None); none where it kept none."""
+    if sifted_dir is None:
+        return x_gen, y_gen
+    if Path(sifted_dir).is_dir() and not any(Path(sifted_dir).iterdir()):
+        return x_gen[:0], y_gen[:0]
+    _, x, y = load_generated(sifted_dir, users, image_size)
+    return x, y
+
+
 def _none_if_nan(x: float) -> float | None:
     return None if x is None or not np.isfinite(x) else float(x)
 
 
 def load_inputs(image_size: int, split_path: str | Path, classifier_path: str | Path,
-                samples_dir: str | Path) -> Inputs:
-    """The split's real images, the generated ones and the judge; its users must be the split's."""
+                samples_dir: str | Path, sifted_dir: str | Path | None = None) -> Inputs:
+    """The split's real images, the generated ones (and those `sift` kept: `sifted_dir`, None: all of them) and
+    the judge; its users must be the split's."""
     manifest = read_split(split_path)
     users = manifest["users"]
     model, meta = load_classifier(classifier_path)
@@ -98,7 +113,7 @@ def load_inputs(image_size: int, split_path: str | Path, classifier_path: str | 
     x_train, x_val = load_images(train_files, image_size), load_images(val_files, image_size)
     gen_files, x_gen, y_gen = load_generated(samples_dir, users, image_size)
     return Inputs(users, manifest["data_dir"], model, x_train, y_train.numpy(), x_val, y_val.numpy(),
-                  gen_files, x_gen, y_gen)
+                  gen_files, x_gen, y_gen, *sifted(sifted_dir, users, image_size, x_gen, y_gen))
 
 
 def conditional_accuracy(d: Inputs) -> tuple[dict, dict]:
@@ -195,15 +210,34 @@ def kinematics(d: Inputs, image_size: int, axes: AxesConfig) -> tuple[dict, dict
     return section, panels
 
 
-def augmentation(d: Inputs, classifier: ClassifierConfig, config: EvaluateConfig, seed: int) -> dict:
-    """Section `augmentation`: few-shot classifiers on real val, trained without and with the samples."""
-    aug = augmentation_gain(d.x_train, d.y_train, d.x_val, d.y_val, d.x_gen, d.y_gen, len(d.users),
-                            fewshot_per_user=config.fewshot_per_user,
-                            seeds=[seed + i for i in range(config.seeds)],
-                            classifier=replace(classifier, steps=config.fewshot_steps), progress=True)
-    section = {k: v for k, v in aug.items() if k not in ("seeds", "real_only", "real_plus_generated")}
-    section["per_seed"] = {f"seed_{s}": {"real_only": a, "real_plus_generated": b}
-                           for s, a, b in zip(aug["seeds"], aug["real_only"], aug["real_plus_generated"])}
+def augmentation(d: Inputs, x_aug: np.ndarray, y_aug: np.ndarray, classifier: ClassifierConfig,
+                 config: EvaluateConfig, seed: int, say: Callable[[str], None] | None = None) -> dict:
+    """Section `augmentation`: classifiers on real val trained on real images alone and with the (sifted)
+    samples `x_aug`, in two arms -- few-shot (a few real train images per person, `evaluate.seeds` draws) and
+    full (every real train image, the judge's recipe, `evaluate.full_seeds` seeds; 0 leaves it out)."""
+    section = {"generated_images": int(len(x_aug)), "real_share": config.real_share}
+    if not len(x_aug):  # no gain to measure: said, not a classifier trained on nothing generated
+        section["skipped"] = ("`sift` kept no sample (metrics/details/sift.json says why): loosen sift.method, "
+                              "sift.min_prob or sift.max_z, or train the DiT longer")
+        return section
+    arms = {"fewshot": (config.fewshot_per_user, config.seeds, replace(classifier, steps=config.fewshot_steps)),
+            "full": (None, config.full_seeds, classifier)}
+    for arm, (per_user, seeds, recipe) in arms.items():
+        if seeds == 0:
+            continue
+        aug = augmentation_gain(d.x_train, d.y_train, d.x_val, d.y_val, {"samples": (x_aug, y_aug)}, len(d.users),
+                                per_user=per_user, seeds=[seed + i for i in range(seeds)], classifier=recipe,
+                                real_share=config.real_share, workers=config.workers,
+                                say=say and (lambda line, arm=arm: say(f"{arm} arm: {line}")))
+        row = aug["sets"]["samples"]
+        section[arm] = {
+            "real_train_per_user": per_user, "steps": recipe.steps,
+            "real_only_mean": aug["real_only_mean"], "real_plus_generated_mean": row["accuracy_mean"],
+            "gain_mean": row["gain_mean"], "gain_std": row["gain_std"], "gain_ci95": row["gain_ci95"],
+            **{k: row[k] for k in ("heldout_gain_mean", "heldout_gain_ci95") if k in row},
+            "per_seed": {f"seed_{s}": {"real_only": a, "real_plus_generated": b}
+                         for s, a, b in zip(aug["seeds"], aug["real_only"], row["accuracy"])},
+        }
     return section
 
 
@@ -225,8 +259,8 @@ def evaluate(d: Inputs, classifier: ClassifierConfig, config: EvaluateConfig, se
     metrics["memorisation"], pairs = memorisation(feats, config)
     say("kinematics")
     metrics["kinematics"], gait_panels = kinematics(d, image_size, axes)
-    say(f"few-shot augmentation gain ({config.seeds} seeds x 2 classifiers)")
-    metrics["augmentation"] = augmentation(d, classifier, config, seed)
+    say(f"augmentation gain (few-shot: {config.seeds} seeds, full: {config.full_seeds} seeds; x 2 classifiers)")
+    metrics["augmentation"] = augmentation(d, d.x_aug, d.y_aug, classifier, config, seed, say)
     return metrics, {"accuracy": accuracy, "pairs": pairs, "gait_panels": gait_panels}
 
 
@@ -236,9 +270,9 @@ HEADLINE_NAMES = {
     "acc": ("conditional", "generated_accuracy"), "acc_x": ("conditional", "ratio"),
     "tstr": ("tstr", "tstr_accuracy"), "tstr_x": ("tstr", "ratio"),
     "fid": ("distribution", "fid"), "fid_flr": ("distribution", "fid_real_floor"),
-    "fid_x": ("distribution", "fid_ratio"), "kid": ("distribution", "kid"),
+    "fid_x": ("distribution", "fid_ratio"),
     "prec": ("distribution", "precision"), "recall": ("distribution", "recall"),
-    "memo": ("memorisation", "share"), "gain": ("augmentation", "gain_mean"),
+    "memo": ("memorisation", "share"),
 }
 
 
@@ -246,5 +280,8 @@ def headline(metrics: dict) -> dict:
     """The numbers of `evaluate` a researcher compares between runs (`dvc metrics show`), under short names
     (`HEADLINE_NAMES`), without per-person, per-seed, kinematics or count details (those stay in the full set)."""
     out = {name: metrics[section][key] for name, (section, key) in HEADLINE_NAMES.items()}
-    out["gain_lo"], out["gain_hi"] = metrics["augmentation"]["gain_ci95"] or (None, None)
+    # each arm's gain with its interval's lower end: the gain is real where that is above zero
+    for arm, short in (("fewshot", "gain"), ("full", "full")):
+        a = metrics["augmentation"].get(arm, {})  # absent: no full arm, or nothing sifted to add
+        out[short], out[f"{short}_lo"] = a.get("gain_mean"), (a.get("gain_ci95") or (None,))[0]
     return out

@@ -48,6 +48,7 @@ def write_plots(out: Path, d: Inputs, accuracy: dict, pairs: list[tuple[int, int
 
 def main(params_path: str = "params.yaml", split_path: str = "data/split.json",
          classifier_path: str = "models/classifier.safetensors", samples_dir: str = "data/samples",
+         sifted_dir: str | None = "data/sifted",
          metrics_path: str = "metrics/evaluate.json", plots_dir: str = "plots/evaluate",
          details_path: str | None = None) -> dict:
     p = params.read(KEYS, params_path)
@@ -57,8 +58,9 @@ def main(params_path: str = "params.yaml", split_path: str = "data/split.json",
     def say(what: str) -> None:  # a progress line per section: the stage runs for minutes
         print(f"evaluate: {what} ({time.perf_counter() - t0:.0f} s)", flush=True)
 
-    d = load_inputs(p["data.image_size"], split_path, classifier_path, samples_dir)
-    say(f"{len(d.gen_files)} samples, {len(d.x_train)} real train and {len(d.x_val)} real val images loaded")
+    d = load_inputs(p["data.image_size"], split_path, classifier_path, samples_dir, sifted_dir)
+    say(f"{len(d.gen_files)} samples ({len(d.x_aug)} kept by `sift`), {len(d.x_train)} real train and "
+        f"{len(d.x_val)} real val images loaded")
     metrics, figures = evaluate(d, p["classifier"], p["evaluate"], p["seed"], p["data.image_size"],
                                 p["data.axes"], say)
     write_plots(Path(plots_dir), d, figures["accuracy"], figures["pairs"], figures["gait_panels"])
@@ -71,6 +73,8 @@ def main(params_path: str = "params.yaml", split_path: str = "data/split.json",
           f"TSTR {metrics['tstr']['tstr_accuracy']:.3f} (TRTR {metrics['tstr']['trtr_accuracy']:.3f}); "
           f"FID {dist['fid']:.2f} "
           f"(floor {dist['fid_real_floor']:.2f} +- {dist['fid_real_floor_std']:.2f}); memorised {mem['share']:.3f} "
-          f"(expected {mem['expected']:.2f}); few-shot gain {aug['gain_mean']:+.3f} +- {aug['gain_std']:.3f}; "
+          f"(expected {mem['expected']:.2f}); augmentation gain "
+          + ("; ".join(f"{arm} {aug[arm]['gain_mean']:+.3f} +- {aug[arm]['gain_std']:.3f}" for arm in ("fewshot", "full")
+                       if arm in aug) or aug.get("skipped", "none measured")) + "; "
           f"{time.perf_counter() - t0:.1f} s -> {metrics_path}")
     return metrics
