@@ -7,7 +7,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 STEPS = ["simulate", "split", "tokenizer", "extract", "stats", "train_fp16", "train_ddp_1proc", "train_bf16", "sample",
-         "classifier", "evaluate", "generate", "vavae_full_size"]
+         "classifier", "sift", "evaluate", "generate", "vavae_full_size"]
 
 
 @pytest.mark.slow

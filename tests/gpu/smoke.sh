@@ -7,7 +7,7 @@
 # In a scratch folder with a tiny params.yaml (2 persons x 8 simulated images at 64 px, the shipped
 # tokenizer, LightningDiT-Tiny/1): simulate, split, extract (auto precision), stats, train in bf16-mixed,
 # train in 16-mixed (fp16 with loss scaling, what a T4 gets), train with DDP in one process, sample,
-# classifier, evaluate and `mdgen generate`; then a full-size random VA-VAE (f16d32, 70 M parameters)
+# classifier, sift, evaluate and `mdgen generate`; then a full-size random VA-VAE (f16d32, 70 M parameters)
 # encodes and decodes in fp16 and bf16 autocast, and any non-finite value fails the step. Every step
 # runs even when an earlier one failed (a step that needs a failed one fails too), so one run shows all
 # that breaks. Installs nothing; uses the package from src/. Writes under $OUT (default
@@ -83,8 +83,8 @@ cp "$REPO"/data/pretrained/mdgen-vae-f16d32-sim.safetensors "$WORK/data/pretrain
   train.max_steps=4 train.batch_size=4 train.warmup_steps=0 train.checkpoint_every=2 train.val_every=2 \
   train.compile=false train.accelerator=$ACCEL train.resume=never \
   sample.images_per_user=2 sample.steps=4 sample.batch_size=4 sample.plot_per_user=1 \
-  classifier.image_size=16 classifier.width=2 classifier.steps=2 classifier.batch_size=4 \
-  evaluate.fewshot_per_user=1 evaluate.fewshot_steps=1 evaluate.seeds=1 evaluate.kid_subsets=2 \
+  classifier.image_size=16 classifier.width=2 classifier.steps=2 classifier.batch_size=4 sift.method=none \
+  evaluate.full_seeds=1 evaluate.fewshot_per_user=1 evaluate.fewshot_steps=1 evaluate.seeds=1 evaluate.kid_subsets=2 \
   evaluate.kid_subset_size=2 evaluate.precision_recall_k=1 evaluate.density_coverage_k=1 evaluate.plot_pairs=2)
 
 step simulate mdgen simulate
@@ -100,6 +100,7 @@ step train_ddp_1proc mdgen train
 step train_bf16 mdgen train
 step sample mdgen sample
 step classifier mdgen classifier
+step sift mdgen sift
 step evaluate mdgen evaluate
 step generate mdgen generate --user ID_1 --n 2 --out generated
 step vavae_full_size "$PY" - "$VAE_DTYPES" "$VAE_SIZE" <<'EOF'
