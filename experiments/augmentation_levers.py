@@ -25,7 +25,7 @@ from mdgen.classifier import predict
 from mdgen.metrics import augmentation_gain, gait_measures
 from mdgen.params import SiftConfig
 from mdgen.scorecard import load_generated, load_inputs
-from mdgen.sift import sift
+from mdgen.sift import gait_resolution, sift
 from mdgen.spectrogram import image_axes
 
 
@@ -54,8 +54,7 @@ def main() -> None:
                     args.pool[0].split("=", 1)[1])
     velocity, times, _, _ = image_axes(d.data_dir, size, size, p.data.axes.v_top_mps, p.data.axes.v_bottom_mps,
                                        p.data.axes.duration_s)
-    resolution = {"torso_speed_mps": abs(velocity[0] - velocity[1]), "envelope_mps": abs(velocity[0] - velocity[1]),
-                  "cycle_s": float(times[1] - times[0])}
+    resolution = gait_resolution(velocity, times)
     t0 = time.perf_counter()
     train_gait = gait_measures(d.x_train, velocity, times)
     print(f"gait of {len(d.x_train)} train images: {time.perf_counter() - t0:.0f} s", flush=True)

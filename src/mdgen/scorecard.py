@@ -98,16 +98,22 @@ def _none_if_nan(x: float) -> float | None:
     return None if x is None or not np.isfinite(x) else float(x)
 
 
+def load_judge(classifier_path: str | Path, users: list[str]) -> SpectrogramResNet:
+    """The judge, which must have been trained for the split's users, in its order."""
+    model, meta = load_classifier(classifier_path)
+    if meta["users"] != users:
+        raise BadFileError(f"{classifier_path} was trained for users {meta['users']}, the split has {users} "
+                           "(re-run the `classifier` stage)")
+    return model
+
+
 def load_inputs(image_size: int, split_path: str | Path, classifier_path: str | Path,
                 samples_dir: str | Path, sifted_dir: str | Path | None = None) -> Inputs:
     """The split's real images, the generated ones (and those `sift` kept: `sifted_dir`, None: all of them) and
     the judge; its users must be the split's."""
     manifest = read_split(split_path)
     users = manifest["users"]
-    model, meta = load_classifier(classifier_path)
-    if meta["users"] != users:
-        raise BadFileError(f"{classifier_path} was trained for users {meta['users']}, the split has {users} "
-                         "(re-run the `classifier` stage)")
+    model = load_judge(classifier_path, users)
     train_files, y_train = files_and_labels(manifest, "train")
     val_files, y_val = files_and_labels(manifest, "val")
     x_train, x_val = load_images(train_files, image_size), load_images(val_files, image_size)

@@ -54,6 +54,12 @@ def gait_z(gen: dict[str, np.ndarray], gen_labels: np.ndarray, real: dict[str, n
     return z
 
 
+def gait_resolution(velocity: np.ndarray, time: np.ndarray) -> dict[str, float]:
+    """The finest step of each gait measure on images of these axes: one row of velocity, one column of time."""
+    row = abs(float(velocity[0] - velocity[1]))
+    return {"torso_speed_mps": row, "envelope_mps": row, "cycle_s": abs(float(time[1] - time[0]))}
+
+
 def sift(probs: np.ndarray, gen_labels: np.ndarray, gen_gait: dict[str, np.ndarray],
          train_gait: dict[str, np.ndarray], train_labels: np.ndarray, resolution: dict[str, float],
          config: SiftConfig) -> tuple[np.ndarray, np.ndarray]:

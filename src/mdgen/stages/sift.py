@@ -12,13 +12,12 @@ import numpy as np
 
 from mdgen import params
 from mdgen.accel import set_threads
-from mdgen.classifier import load_classifier, predict
-from mdgen.errors import BadFileError
+from mdgen.classifier import predict
 from mdgen.images import load_images
 from mdgen.io import atomic_path, exclusive_writer, write_json
 from mdgen.metrics import gait_measures
-from mdgen.scorecard import load_generated
-from mdgen.sift import sift
+from mdgen.scorecard import load_generated, load_judge
+from mdgen.sift import gait_resolution, sift
 from mdgen.spectrogram import image_axes
 from mdgen.split import files_and_labels, read_split
 
@@ -33,20 +32,15 @@ def main(params_path: str = "params.yaml", samples_dir: str = "data/samples", ou
     set_threads(p["classifier.threads"])
     manifest = read_split(split_path)
     users = manifest["users"]
-    model, meta = load_classifier(classifier_path)
-    if meta["users"] != users:
-        raise BadFileError(f"{classifier_path} was trained for users {meta['users']}, {split_path} has {users} "
-                           "(re-run the `classifier` stage)")
+    model = load_judge(classifier_path, users)
     files, x_gen, y_gen = load_generated(samples_dir, users, size)
     train_files, y_train = files_and_labels(manifest, "train")
     velocity, times, _, _ = image_axes(manifest["data_dir"], size, size, axes.v_top_mps, axes.v_bottom_mps,
                                        axes.duration_s)
-    row, column = abs(float(velocity[0] - velocity[1])), float(times[1] - times[0])
-    resolution = {"torso_speed_mps": row, "envelope_mps": row, "cycle_s": column}
     probs = predict(model, x_gen)
     gen_gait = gait_measures(x_gen, velocity, times)
     train_gait = gait_measures(load_images(train_files, size), velocity, times)
-    keep, z = sift(probs, y_gen, gen_gait, train_gait, y_train.numpy(), resolution, config)
+    keep, z = sift(probs, y_gen, gen_gait, train_gait, y_train.numpy(), gait_resolution(velocity, times), config)
 
     with exclusive_writer(out_dir), atomic_path(out_dir, folder=True) as tmp:
         tmp.mkdir()
