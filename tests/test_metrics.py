@@ -290,6 +290,18 @@ def test_augmentation_without_sifted_samples_is_said_not_faked():
         {"gain": None, "gain_lo": None, "full": None, "full_lo": None}
 
 
+def test_sifted_folder_missing_names_the_sift_stage_and_empty_means_none_kept(tmp_path):
+    from mdgen.errors import MissingFileError
+    from mdgen.scorecard import sifted
+
+    x, y = np.zeros((2, 32, 32, 3), np.uint8), np.array([0, 1])
+    with pytest.raises(MissingFileError, match="no such folder.*`sift` stage"):
+        sifted(tmp_path / "sifted", ["ID_1", "ID_2"], 32, x, y)
+    (tmp_path / "sifted").mkdir()
+    xs, ys = sifted(tmp_path / "sifted", ["ID_1", "ID_2"], 32, x, y)
+    assert xs.shape == (0, 32, 32, 3) and ys.shape == (0,)
+
+
 def headline_of(augmentation_section: dict) -> dict:
     from mdgen.scorecard import HEADLINE_NAMES, headline
 

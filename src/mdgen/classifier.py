@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
-import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 

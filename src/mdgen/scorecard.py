@@ -88,7 +88,9 @@ def sifted(sifted_dir: str | Path | None, users: list[str], image_size: int, x_g
     """Images and labels of `sift`'s output (every sample where `sifted_dir` is None); none where it kept none."""
     if sifted_dir is None:
         return x_gen, y_gen
-    if Path(sifted_dir).is_dir() and not any(Path(sifted_dir).iterdir()):
+    if not Path(sifted_dir).is_dir():
+        raise MissingFileError(f"{sifted_dir}: no such folder (run the `sift` stage)")
+    if not any(Path(sifted_dir).iterdir()):
         return x_gen[:0], y_gen[:0]
     _, x, y = load_generated(sifted_dir, users, image_size)
     return x, y
