@@ -30,7 +30,7 @@ TINY_PARAMS = {
     # steps 0 as by default (the tokenizer handed on as it is); the tests that fit set steps
     "tokenizer": {"checkpoint": TINY_TOKENIZER,
                   "fit": {"steps": 0, "batch_size": 2, "crop": 32, "final_crop": 64, "final_steps": 1,
-                          "warmup_steps": 0, "checkpoint_every": 2}},
+                          "warmup_steps": 0, "checkpoint_every": 2, "threads": 1}},
     "extract": {"batch_size": 8, "plot_per_user": 1},
     # Tiny/1 on 4x4 latents (model.* has no width/depth keys; 16 tokens keep it fast)
     "model": {"name": "LightningDiT-Tiny/1"},

@@ -24,9 +24,10 @@ from tests.conftest import make_image_folder, make_tiny_tokenizer, split_config,
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-# 6 steps of 2 crops of 32 px, the last 2 on whole 64 px images; a resume file every 2 steps
+# 6 steps of 2 crops of 32 px, the last 2 on whole 64 px images; a resume file every 2 steps; one thread, as
+# every tiny test (params.yaml's 2 are for a real fit)
 FIT = {"steps": 6, "batch_size": 2, "crop": 32, "final_crop": 64, "final_steps": 2, "warmup_steps": 1,
-       "checkpoint_every": 2}
+       "checkpoint_every": 2, "threads": 1}
 
 
 @pytest.fixture
