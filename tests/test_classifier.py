@@ -48,6 +48,16 @@ def test_learns_a_separable_toy_set(toy):
     assert features(model, xt).shape == (len(xt), 8 * TINY.width)
 
 
+@pytest.mark.parametrize("width", [4, 8])  # below 8 channels ATen's kernels, from 8 oneDNN's (_conv_kernels)
+def test_bf16_training_learns_and_differs_from_fp32(toy, width):
+    (x, y), (xt, yt) = toy
+    fp32, bf16 = (train_classifier(x, y, 3, replace(TINY, width=width, precision=p), seed=0) for p in ("fp32", "bf16"))
+    assert accuracy(bf16, xt, yt) > 0.9 and accuracy(fp32, xt, yt) > 0.9
+    # the step really ran in bf16, and the model comes back fp32 and contiguous, as scoring expects
+    assert not torch.equal(fp32.head.weight, bf16.head.weight)
+    assert all(v.dtype == torch.float32 and v.is_contiguous() for v in bf16.state_dict().values() if v.is_floating_point())
+
+
 def test_training_is_deterministic_for_a_seed(toy):
     (x, y), (xt, _) = toy
     config = replace(TINY, steps=8)

@@ -304,6 +304,9 @@ class ClassifierConfig:
     weight_decay: float = setting(Float(0.0), "AdamW weight decay")
     augment: bool = setting(Bool(), "random time shifts (gait phase); never along Doppler, which is identity")
     threads: int = setting(Int(0, 1024), "CPU threads for classifier and evaluate (0: torch's default)")
+    precision: str = setting(Choice("auto", "fp32", "bf16"),
+                             "training arithmetic: auto = bf16 autocast where the CPU has it natively (AVX512-BF16, "
+                             "AMX), else fp32; scoring and features are always fp32")
 
 
 @dataclass(frozen=True)
