@@ -43,8 +43,10 @@ TINY_PARAMS = {
     # a 4-step DiT's samples pass no plausibility test, and an empty sifted set has no gain to show: keep all
     # (the tests of mdgen.sift test the sifting)
     "sift": {"method": "none"},
-    "evaluate": {"fewshot_per_user": 1, "fewshot_steps": 1, "seeds": 1, "full_seeds": 1, "floor_subsets": 1,
-                 "kid_subsets": 2, "kid_subset_size": 2,
+    # one process: spawning a pool of two (torch imported in each) took longer than these classifiers train;
+    # tests/test_classifier.py covers classifiers trained side by side
+    "evaluate": {"fewshot_per_user": 1, "fewshot_steps": 1, "seeds": 1, "full_seeds": 1, "workers": 1,
+                 "floor_subsets": 1, "kid_subsets": 2, "kid_subset_size": 2,
                  "precision_recall_k": 1, "density_coverage_k": 1, "plot_pairs": 2},
 }
 
