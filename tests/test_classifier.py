@@ -55,7 +55,8 @@ def test_bf16_training_learns_and_differs_from_fp32(toy, width):
     assert accuracy(bf16, xt, yt) > 0.9 and accuracy(fp32, xt, yt) > 0.9
     # the step really ran in bf16, and the model comes back fp32 and contiguous, as scoring expects
     assert not torch.equal(fp32.head.weight, bf16.head.weight)
-    assert all(v.dtype == torch.float32 and v.is_contiguous() for v in bf16.state_dict().values() if v.is_floating_point())
+    assert all(v.dtype == torch.float32 and v.is_contiguous()
+               for v in bf16.state_dict().values() if v.is_floating_point())
 
 
 def test_training_is_deterministic_for_a_seed(toy):

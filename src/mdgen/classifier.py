@@ -203,7 +203,7 @@ def train_classifier(images: np.ndarray, labels, num_classes: int, config: Class
                 order = torch.cat([order, torch.randperm(n, generator=gen)])
             idx, order = order[:batch_size], order[batch_size:]
             xb = time_shift(x[idx], max_shift, gen).contiguous(memory_format=torch.channels_last)
-            with torch.autocast("cpu", dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+            with torch.autocast("cpu", dtype=dtype, enabled=dtype is not None):
                 loss = F.cross_entropy(model(xb), labels[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
