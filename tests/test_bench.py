@@ -116,6 +116,10 @@ def test_train_config_is_params_yaml_with_the_flags_over_it():
     assert model.config["class_dropout_prob"] == base_model.class_dropout_prob
     assert {k: model.config[k] for k in common.QUICK_DIT} == common.QUICK_DIT
     assert model.config["num_classes"] == common.NUM_CLASSES
+    assert model.config["attention"] == "auto"
+    cfg = bench_cli.resolve(parser.parse_args(["--quick", "--attention", "fused"]), torch.device("cpu"), parser)
+    model = bench_train.build_model(bench_train.bench_config(base_model, base, cfg)[0])
+    assert {b.attn.attention for b in model.blocks} == {"fused"}  # the flag over params.yaml's model.attention
 
 
 def test_cuda_graphs_need_compile():

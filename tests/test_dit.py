@@ -37,10 +37,11 @@ def test_fixed_tables_equal_upstream(name):
     assert max_diff(model.feat_rope.freqs_sin, sd["feat_rope.freqs_sin"]) <= TOL
 
 
+@pytest.mark.parametrize("attention", ["fused", "plain"])
 @pytest.mark.parametrize("name", PARITY)
-def test_forward_and_cfg_match_upstream(name):
+def test_forward_and_cfg_match_upstream(name, attention):
     cfg, d, sd = load_upstream(name)
-    model = LightningDiT(**cfg)
+    model = LightningDiT(**cfg, attention=attention)
     model.load_state_dict(sd, strict=True)
     model.eval()
     with torch.no_grad():
@@ -65,6 +66,34 @@ def test_state_dict_keys_in_upstream_order(name):
     cfg, _, _ = load_upstream(name)
     meta = json.loads((FIXTURES / f"{name}.json").read_text())
     assert list(LightningDiT(**cfg).state_dict()) == meta["state_dict_keys"]
+
+
+def test_plain_attention_trains_as_fused():
+    """auto picks the written-out product on a CPU: same outputs and gradients as SDPA (fp32) and close in bf16."""
+    torch.manual_seed(0)
+    kw = dict(input_size=8, patch_size=2, in_channels=4, hidden_size=64, depth=2, num_heads=2, num_classes=3,
+              class_dropout_prob=0.0)  # no random labels: the three see one batch
+    fused, plain, auto = (LightningDiT(**kw, attention=a) for a in ("fused", "plain", "auto"))
+    with torch.no_grad():  # adaLN-Zero starts every block as the identity: give attention a say
+        for p in fused.parameters():
+            p.normal_(0, 0.2)
+    plain.load_state_dict(fused.state_dict())
+    auto.load_state_dict(fused.state_dict())
+    x, t, y = torch.randn(4, 4, 8, 8), torch.rand(4), torch.tensor([0, 1, 2, 0])
+    outs, grads = [], []
+    for m in (fused, plain, auto):
+        out = m(x, t, y)
+        out.square().mean().backward()
+        outs.append(out.detach())
+        grads.append(torch.cat([p.grad.flatten() for p in m.parameters() if p.grad is not None]))
+    assert max_diff(outs[0], outs[1]) <= 1e-5 and max_diff(grads[0], grads[1]) <= 1e-5
+    assert not torch.equal(outs[0], outs[1])  # two kernels, not one
+    assert torch.equal(outs[1], outs[2]) and torch.equal(grads[1], grads[2])
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        bf = [m(x, t, y).float() for m in (fused, plain)]
+    assert max_diff(bf[0], bf[1]) <= 0.05 * outs[0].abs().max().item()
+    with pytest.raises(ValueError, match="attention 'flash': expected one of auto, fused, plain"):
+        LightningDiT(**kw, attention="flash")
 
 
 def test_cfg_all_channels_is_standard_guidance():

@@ -104,6 +104,8 @@ def test_model_name_is_one_of_the_registry(tmp_path):
         params.validate("model.name", "LightningDiT-Huge/2")
     from mdgen.dit import LightningDiT_configs  # params.py spells the names out (no torch import there)
     assert params.SCHEMA["model.name"].expect == "one of " + " | ".join(LightningDiT_configs)
+    from mdgen.dit import ATTENTION
+    assert params.SCHEMA["model.attention"].expect == "one of " + " | ".join(ATTENTION)
 
 
 def test_validating_params_does_not_import_torch():

@@ -198,12 +198,31 @@ class Mlp(nn.Module):
         return self.fc2(self.act(self.fc1(x)))
 
 
-class Attention(nn.Module):
-    """Multi-head self-attention (timm layout: fused qkv with bias, optional per-head q/k norm, RoPE after the norm)."""
+ATTENTION = ("auto", "fused", "plain")
 
-    def __init__(self, dim: int, num_heads: int, qk_norm: bool = False, use_rmsnorm: bool = False):
+
+def plain_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """softmax(q k^T / sqrt(head_dim)) v written out, as timm's non-fused path, with the softmax in fp32 (what
+    CUDA autocast does, and CPU autocast does not)."""
+    logits = (q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1)
+    return logits.float().softmax(-1).to(v.dtype) @ v
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention (timm layout: fused qkv with bias, optional per-head q/k norm, RoPE after the norm).
+
+    `attention`: "fused" is F.scaled_dot_product_attention (flash kernels on GPUs; upstream's path), "plain" the
+    product written out (`plain_attention`), "auto" plain on a CPU and fused elsewhere: torch's CPU flash-attention
+    backward is slow at DiT token counts, and the written-out product lets inductor fuse it (benchmarks/README.md).
+    """
+
+    def __init__(self, dim: int, num_heads: int, qk_norm: bool = False, use_rmsnorm: bool = False,
+                 attention: str = "auto"):
         super().__init__()
         assert dim % num_heads == 0, f"hidden_size {dim} not divisible by num_heads {num_heads}"
+        if attention not in ATTENTION:
+            raise ValueError(f"attention {attention!r}: expected one of {', '.join(ATTENTION)}")
+        self.attention = attention
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
         self.qkv = nn.Linear(dim, dim * 3, bias=True)
@@ -220,7 +239,10 @@ class Attention(nn.Module):
         q, k = self.q_norm(q), self.k_norm(k)
         if rope is not None:
             q, k = rope(q), rope(k)
-        x = F.scaled_dot_product_attention(q, k, v)              # [B, heads, N, head_dim]
+        if self.attention == "fused" or (self.attention == "auto" and q.device.type != "cpu"):
+            x = F.scaled_dot_product_attention(q, k, v)          # [B, heads, N, head_dim]
+        else:
+            x = plain_attention(q, k, v)
         return self.proj(x.transpose(1, 2).reshape(B, N, C))     # [B, N, D]
 
 
@@ -228,7 +250,7 @@ class LightningDiTBlock(nn.Module):
     """Pre-norm transformer block with adaLN-Zero: per-sample shift/scale/gate for attention and FFN from c."""
 
     def __init__(self, hidden_size: int, num_heads: int, mlp_ratio: float = 4.0, use_qknorm: bool = False,
-                 use_swiglu: bool = True, use_rmsnorm: bool = True, wo_shift: bool = False):
+                 use_swiglu: bool = True, use_rmsnorm: bool = True, wo_shift: bool = False, attention: str = "auto"):
         super().__init__()
         if use_rmsnorm:
             self.norm1 = RMSNorm(hidden_size)
@@ -236,7 +258,7 @@ class LightningDiTBlock(nn.Module):
         else:
             self.norm1 = nn.LayerNorm(hidden_size, elementwise_affine=False, eps=1e-6)
             self.norm2 = nn.LayerNorm(hidden_size, elementwise_affine=False, eps=1e-6)
-        self.attn = Attention(hidden_size, num_heads, qk_norm=use_qknorm, use_rmsnorm=use_rmsnorm)
+        self.attn = Attention(hidden_size, num_heads, qk_norm=use_qknorm, use_rmsnorm=use_rmsnorm, attention=attention)
         mlp_hidden_dim = int(hidden_size * mlp_ratio)
         if use_swiglu:
             # upstream shrinks the hidden width by 2/3 so SwiGLU's three matrices cost what GELU's two do
@@ -288,7 +310,7 @@ class LightningDiT(nn.Module):
     Defaults are upstream's VA-VAE f16d32 config (`configs/lightningdit_xl_vavae_f16d32.yaml`): 16x16x32
     latents, SwiGLU + RoPE + RMSNorm, no qk-norm, 1000 classes (ImageNet). mdgen passes num_classes =
     number of users. Upstream's `learn_sigma` (always False for flow matching) is not offered:
-    out_channels = in_channels.
+    out_channels = in_channels. `attention`: the kernel (`Attention`); it changes rounding, not the weights.
     """
 
     def __init__(
@@ -307,6 +329,7 @@ class LightningDiT(nn.Module):
         use_rope: bool = True,
         use_rmsnorm: bool = True,
         wo_shift: bool = False,
+        attention: str = "auto",
     ):
         super().__init__()
         # resolved constructor kwargs: stored in checkpoints so a model can be rebuilt from them
@@ -314,7 +337,7 @@ class LightningDiT(nn.Module):
             input_size=input_size, patch_size=patch_size, in_channels=in_channels, hidden_size=hidden_size,
             depth=depth, num_heads=num_heads, mlp_ratio=mlp_ratio, class_dropout_prob=class_dropout_prob,
             num_classes=num_classes, use_qknorm=use_qknorm, use_swiglu=use_swiglu, use_rope=use_rope,
-            use_rmsnorm=use_rmsnorm, wo_shift=wo_shift,
+            use_rmsnorm=use_rmsnorm, wo_shift=wo_shift, attention=attention,
         )
         assert hidden_size % num_heads == 0, f"hidden_size {hidden_size} not divisible by num_heads {num_heads}"
         head_dim = hidden_size // num_heads
@@ -336,7 +359,7 @@ class LightningDiT(nn.Module):
         self.feat_rope = VisionRotaryEmbedding(head_dim // 2, self.x_embedder.grid_size) if use_rope else None
         self.blocks = nn.ModuleList([
             LightningDiTBlock(hidden_size, num_heads, mlp_ratio=mlp_ratio, use_qknorm=use_qknorm,
-                              use_swiglu=use_swiglu, use_rmsnorm=use_rmsnorm, wo_shift=wo_shift)
+                              use_swiglu=use_swiglu, use_rmsnorm=use_rmsnorm, wo_shift=wo_shift, attention=attention)
             for _ in range(depth)
         ])
         self.final_layer = FinalLayer(hidden_size, patch_size, self.out_channels, use_rmsnorm=use_rmsnorm)

@@ -379,7 +379,8 @@ def train(model: ModelConfig, config: TrainConfig, seed: int, *, train_path: str
         say(f"train: {c.max_steps} steps: {config.epochs:g} epochs of {len(train_ds)} train latents at batch "
             f"{c.batch_size}")
     ch, h, _ = train_ds.latent_shape
-    model_kwargs = {"class_dropout_prob": model.class_dropout_prob, "use_qknorm": model.use_qknorm, **model.overrides,
+    model_kwargs = {"class_dropout_prob": model.class_dropout_prob, "use_qknorm": model.use_qknorm,
+                    "attention": model.attention, **model.overrides,
                     "num_classes": len(train_ds.users), "in_channels": ch, "input_size": h}
     precision = lightning_precision(c.precision, c.accelerator)
     # what `last.ckpt` stores: the config, and what it resolved to on this data and machine

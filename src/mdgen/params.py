@@ -205,6 +205,10 @@ class ModelConfig:
     class_dropout_prob: float = setting(Float(0.0, 1.0, hi_open=True), "label dropout that trains the "
                                                                        "unconditional model for CFG")
     use_qknorm: bool = setting(Bool(), "RMS-normalise queries and keys (off in upstream's shipped configs)")
+    # the names of mdgen.dit.ATTENTION
+    attention: str = setting(Choice("auto", "fused", "plain"), "attention kernel: fused (scaled_dot_product_attention, "
+                                                              "upstream's), plain (the product written out), auto "
+                                                              "(plain on a CPU, fused elsewhere)")
     # not in params.yaml: constructor arguments over the preset, for tests and notebooks that shrink a size
     overrides: dict = dataclasses.field(default_factory=dict)
 

@@ -32,6 +32,8 @@ the plain path on CPU; the ones marked * are on everywhere.
   --compile          whole-model torch.compile (DiT forward; tokenizer encode/decode); a backend
                      failure falls back to eager with a warning, and the result says compiled: false
   --precision bf16   autocast to bf16, fp32 weights and optimizer (Lightning's bf16-mixed)
+  --attention        the DiT's attention (model.attention): auto* (plain on a CPU, fused elsewhere),
+                     fused (F.scaled_dot_product_attention, upstream's), plain (the product written out)
   --sdpa             attention kernel of F.scaled_dot_product_attention: auto* (PyTorch picks
                      flash for bf16 on Hopper), flash, efficient, cudnn, math (the reference)
   --tf32             TF32 tensor cores for fp32 matmuls and convolutions (CUDA)
@@ -64,7 +66,7 @@ import torch
 from mdgen.bench.common import (IMAGE_SIZE, PRECISIONS, QUICK_DIT, QUICK_IMAGE_SIZE, QUICK_MODEL, SDPA_BACKENDS,
                                 configure_backends, device_info, sdpa_backend)
 from mdgen.bench.report import format_table
-from mdgen.dit import LightningDiT_configs
+from mdgen.dit import ATTENTION, LightningDiT_configs
 from mdgen.errors import OutputPathError
 from mdgen.io import atomic_path, check_output_path
 
@@ -86,7 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compile", action=bool_flag, help="whole-model torch.compile (default: on for CUDA)")
     p.add_argument("--cuda-graphs", action=bool_flag, default=False,
                    help="sampling with compile mode reduce-overhead (CUDA graphs); needs --compile")
-    p.add_argument("--sdpa", choices=SDPA_BACKENDS, default="auto", help="attention kernel (default auto)")
+    p.add_argument("--attention", choices=ATTENTION, default="auto",
+                   help="the DiT's attention: plain on a CPU and fused elsewhere (auto), or either")
+    p.add_argument("--sdpa", choices=SDPA_BACKENDS, default="auto", help="kernel of the fused attention (default auto)")
     p.add_argument("--tf32", action=bool_flag, help="TF32 for fp32 matmuls/convs (default: on for CUDA)")
     p.add_argument("--fused-adamw", action=bool_flag, help="fused AdamW (default: on for CUDA)")
     p.add_argument("--ema", choices=("foreach", "loop"), default="foreach",
@@ -133,7 +137,8 @@ def resolve(args: argparse.Namespace, device: torch.device, parser: argparse.Arg
     cfg = {
         "what": args.what, "model": args.model or (QUICK_MODEL if args.quick else "LightningDiT-B/1"),
         "quick": args.quick, "batch": batch, "precision": args.precision or ("bf16" if cuda else "fp32"),
-        "compile": on_for_cuda(args.compile), "cuda_graphs": args.cuda_graphs, "sdpa": args.sdpa,
+        "compile": on_for_cuda(args.compile), "cuda_graphs": args.cuda_graphs,
+        "attention": args.attention, "sdpa": args.sdpa,
         "tf32": on_for_cuda(args.tf32), "fused_adamw": on_for_cuda(args.fused_adamw), "ema": args.ema,
         "data": args.data, "host_sync": args.host_sync, "channels_last": on_for_cuda(args.channels_last),
         "steps": steps, "e2e_steps": args.e2e_steps if args.e2e_steps is not None else (min(steps, 25) if cuda else steps),

@@ -158,8 +158,8 @@ def warm_compiled(build: Callable[[bool], object], warm: Callable[[object], None
 # ----------------------------------------------------------------------------- the DiT
 
 def dit_kwargs(cfg: dict) -> dict:
-    """Constructor kwargs over the registered size: upstream's label table, and the --quick shrink."""
-    return {"num_classes": NUM_CLASSES, **(QUICK_DIT if cfg["quick"] else {})}
+    """Constructor kwargs over the registered size: upstream's label table, --attention, and the --quick shrink."""
+    return {"num_classes": NUM_CLASSES, "attention": cfg["attention"], **(QUICK_DIT if cfg["quick"] else {})}
 
 
 def dit_config(cfg: dict) -> dict:

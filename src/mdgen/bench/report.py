@@ -57,7 +57,7 @@ def format_table(report: dict) -> str:
     s, dev = report["settings"], report["device"]
     head = (f"mdgen bench: {dev['name']} ({dev['type']}), torch {report['torch']}, {s['model']}"
             f"{' (quick)' if s['quick'] else ''}, {s['precision']}, compile {'on' if s['compile'] else 'off'}, "
-            f"sdpa {s['sdpa']}, median of {s['repeats']}")
+            f"attention {s['attention']}, sdpa {s['sdpa']}, median of {s['repeats']}")
     rows = [HEADER]
     for what, rows_of in SECTION_ROWS.items():
         r = report["results"].get(what)

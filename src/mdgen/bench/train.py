@@ -31,7 +31,7 @@ def load_train_config(params_path: str | Path) -> tuple[ModelConfig, TrainConfig
 
 
 def bench_config(model: ModelConfig, config: TrainConfig, cfg: dict) -> tuple[ModelConfig, TrainConfig]:
-    """The params.yaml sections with this run's flags over them: model, batch, compile, precision."""
+    """The params.yaml sections with this run's flags over them: model, attention, batch, compile, precision."""
     model = dataclasses.replace(model, name=cfg["model"], overrides={**model.overrides, **dit_kwargs(cfg)})
     config = dataclasses.replace(config, batch_size=cfg["batch"]["train"], compile=cfg["compile"],
                                  precision="bf16-mixed" if cfg["precision"] == "bf16" else "32-true")
@@ -40,8 +40,8 @@ def bench_config(model: ModelConfig, config: TrainConfig, cfg: dict) -> tuple[Mo
 
 def build_model(model: ModelConfig) -> LightningDiT:
     """The network `mdgen train` builds for the `model` section (the data's label count and latent shape aside)."""
-    return build_dit(model.name, class_dropout_prob=model.class_dropout_prob, use_qknorm=model.use_qknorm,
-                     **model.overrides)
+    return build_dit(model.name, **{"class_dropout_prob": model.class_dropout_prob, "use_qknorm": model.use_qknorm,
+                                    "attention": model.attention, **model.overrides})
 
 
 def make_adamw(module: FlowModule, fused: bool) -> torch.optim.AdamW:
