@@ -123,7 +123,14 @@ def test_classifiers_trained_side_by_side_score_as_in_one_process():
     # width 8: see test_metrics' augmentation test (oneDNN and 4 channels on AVX2-only CPUs)
     recipe = replace(TINY, steps=4, width=8, threads=1)
     jobs = [Job(x, y, seed, {"val": (xv, yv), "train": (x, y)}) for seed in (0, 1, 2)]
+    # a job's own step count (the pool starts the longest first, and still answers in job order)
+    jobs += [Job(x, y, 0, {"val": (xv, yv), "train": (x, y)}, steps=recipe.steps), Job(x, y, 0, {"val": (xv, yv)}, 1)]
     one = fit_and_score(jobs, 3, recipe, workers=1)
     lines = []
     assert fit_and_score(jobs, 3, recipe, workers=2, say=lines.append) == one
-    assert len(lines) == 3 and all(set(r) == {"val", "train"} for r in one)
+    assert len(lines) == 5 and all(set(r) == {"val", "train"} for r in one[:4]) and one[3] == one[0]
+    assert set(one[4]) == {"val"}
+    # the job's steps are what it trains: 40 learn the toy set, the recipe's 4 do not
+    tests = {"val": (xv, yv), "train": (x, y)}
+    long, short = fit_and_score([Job(x, y, 0, tests, 40), Job(x, y, 0, tests)], 3, recipe)
+    assert long["train"] > short["train"]

@@ -278,12 +278,16 @@ def test_evaluate_rejects_samples_of_unknown_users(tmp_path):
 
 
 def test_augmentation_without_sifted_samples_is_said_not_faked():
+    from types import SimpleNamespace
+
     from mdgen.params import load
-    from mdgen.scorecard import augmentation, sifted
+    from mdgen.scorecard import augmentation, augmentation_arms
 
     p = load(REPO / "params.yaml")
-    empty = np.zeros((0, 32, 32, 3), np.uint8)
-    section = augmentation(None, empty, np.zeros(0, int), p.classifier, p.evaluate, 0)
+    d = SimpleNamespace(x_aug=np.zeros((0, 32, 32, 3), np.uint8), y_aug=np.zeros(0, int))
+    arms = augmentation_arms(d, p.classifier, p.evaluate, 0)
+    assert arms == {}  # no classifier to train on nothing generated
+    section = augmentation(d, arms, {}, p.evaluate.real_share)
     assert section["generated_images"] == 0 and "sift` kept no sample" in section["skipped"]
     assert "fewshot" not in section and "full" not in section
     assert {k: v for k, v in headline_of(section).items() if k.startswith(("gain", "full"))} == \

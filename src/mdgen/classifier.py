@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -216,14 +216,18 @@ def train_classifier(images: np.ndarray, labels, num_classes: int, config: Class
 
 @dataclass
 class Job:
-    """One classifier to train (`train_classifier` on images, labels, seed) and the sets to score it on."""
+    """One classifier to train (`train_classifier` on images, labels, seed) and the sets to score it on;
+    `steps` over the recipe's (the few-shot arm trains shorter than the judge's recipe)."""
     images: np.ndarray
     labels: np.ndarray
     seed: int
     tests: dict[str, tuple[np.ndarray, np.ndarray]]
+    steps: int | None = None
 
 
 def _fit_and_score(job: Job, num_classes: int, config: ClassifierConfig) -> dict[str, float]:
+    if job.steps is not None:
+        config = replace(config, steps=job.steps)
     model = train_classifier(job.images, job.labels, num_classes, config, job.seed)
     return {name: accuracy(model, x, y) for name, (x, y) in job.tests.items()}
 
@@ -244,7 +248,7 @@ def fit_and_score(jobs: list[Job], num_classes: int, config: ClassifierConfig, w
     """
     size = config.image_size
     jobs = [Job(resize_images(j.images, size), np.asarray(j.labels), j.seed,
-                {k: (resize_images(x, size), np.asarray(y)) for k, (x, y) in j.tests.items()}) for j in jobs]
+                {k: (resize_images(x, size), np.asarray(y)) for k, (x, y) in j.tests.items()}, j.steps) for j in jobs]
     if workers <= 1 or len(jobs) <= 1:
         out = []
         for i, job in enumerate(jobs):
@@ -258,7 +262,9 @@ def fit_and_score(jobs: list[Job], num_classes: int, config: ClassifierConfig, w
     # spawn, not fork: a forked child inherits the parent's OpenMP state and can hang in its first kernel
     with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=multiprocessing.get_context("spawn"),
                              initializer=_worker_threads, initargs=(config.threads,)) as pool:
-        futures = {pool.submit(_fit_and_score, job, num_classes, config): i for i, job in enumerate(jobs)}
+        # the longest first: the last to finish are then short ones, and no process waits long on the other
+        longest_first = sorted(range(len(jobs)), key=lambda i: -(jobs[i].steps or config.steps))
+        futures = {pool.submit(_fit_and_score, jobs[i], num_classes, config): i for i in longest_first}
         out: list = [None] * len(jobs)
         for done, f in enumerate(as_completed(futures), 1):
             out[futures[f]] = f.result()

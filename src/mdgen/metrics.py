@@ -263,30 +263,17 @@ def mix_real(x_real: np.ndarray, y_real: np.ndarray, x_gen: np.ndarray, y_gen: n
             np.concatenate([np.asarray(y_real)] * reps + [np.asarray(y_gen)]))
 
 
-def augmentation_gain(train_images: np.ndarray, train_labels: np.ndarray, val_images: np.ndarray,
-                      val_labels: np.ndarray, generated: dict[str, tuple[np.ndarray, np.ndarray]], num_classes: int,
-                      *, per_user: int | None, seeds: list[int], classifier: ClassifierConfig,
-                      real_share: float | None = None, workers: int = 1, say=None) -> dict:
-    """Do generated samples help a classifier on real val, beside the same classifier on real images alone?
-
-    Per seed: take `per_user` real train images per user (drawn with the seed; None: every train image, the
-    full arm), train a classifier as `classifier` says on them alone, and on them plus each set of
-    `generated` ({name: (images, labels)}, mixed by `real_share`: `mix_real`), and test each on real val.
-    Every arm takes the same optimiser steps and seed, so the difference is the data. The few-shot arm also
-    scores every classifier on the real train images left out of the draw (`heldout_*`): what a choice of
-    samples, sifting or mix can be judged on without looking at real val. `workers`: classifiers trained side
-    by side (`mdgen.classifier.fit_and_score`); `say`: a line per classifier.
-
-    Returns per set: per-seed accuracies, the mean of each arm, and the paired gain's mean, (population) std
-    and 95 % Student-t interval over the seeds (null for one seed).
-    """
+def gain_jobs(train_images: np.ndarray, train_labels: np.ndarray, val_images: np.ndarray, val_labels: np.ndarray,
+              generated: dict[str, tuple[np.ndarray, np.ndarray]], *, per_user: int | None, seeds: list[int],
+              image_size: int, steps: int | None = None, real_share: float | None = None) -> list[Job]:
+    """The classifiers of `augmentation_gain`, seed by seed, each seed's real only first and then one per set of
+    `generated`; `gain_summary` reads their scores back. Images are resized to `image_size` once, here."""
     if len(seeds) < 1:
         raise ValueError("augmentation_gain: need at least one seed")
     train_labels, val_labels = np.asarray(train_labels), np.asarray(val_labels)
-    size = classifier.image_size  # resized once here, not once per classifier
-    train_images, val_images = resize_images(train_images, size), resize_images(val_images, size)
-    generated = {k: (resize_images(x, size), np.asarray(y)) for k, (x, y) in generated.items()}
-    jobs, names = [], ["real_only", *generated]
+    train_images, val_images = resize_images(train_images, image_size), resize_images(val_images, image_size)
+    generated = {k: (resize_images(x, image_size), np.asarray(y)) for k, (x, y) in generated.items()}
+    jobs = []
     for seed in seeds:
         idx = (np.arange(len(train_labels)) if per_user is None
                else fewshot_indices(train_labels, per_user, seed))
@@ -295,9 +282,15 @@ def augmentation_gain(train_images: np.ndarray, train_labels: np.ndarray, val_im
         if len(rest):
             tests["heldout"] = (train_images[rest], train_labels[rest])
         x, y = train_images[idx], train_labels[idx]
-        sets = {"real_only": (x, y), **{k: mix_real(x, y, xg, yg, real_share) for k, (xg, yg) in generated.items()}}
-        jobs += [Job(*sets[name], seed, tests) for name in names]
-    scores = fit_and_score(jobs, num_classes, classifier, workers, say)
+        sets = [(x, y), *(mix_real(x, y, xg, yg, real_share) for xg, yg in generated.values())]
+        jobs += [Job(xs, ys, seed, tests, steps) for xs, ys in sets]
+    return jobs
+
+
+def gain_summary(scores: list[dict[str, float]], generated: dict[str, tuple[np.ndarray, np.ndarray]], *,
+                 per_user: int | None, seeds: list[int], real_share: float | None = None) -> dict:
+    """`augmentation_gain`'s figures from the scores of `gain_jobs`' classifiers (`fit_and_score`, in job order)."""
+    names = ["real_only", *generated]
     runs = {name: {"val": [], "heldout": []} for name in names}
     for i, score in enumerate(scores):  # jobs run seed by seed, each seed's in `names` order
         for part, acc in score.items():
@@ -316,6 +309,30 @@ def augmentation_gain(train_images: np.ndarray, train_labels: np.ndarray, val_im
             row.update(heldout_gain_mean=float(held.mean()), heldout_gain_ci95=_t_interval(held))
         out["sets"][name] = row
     return out
+
+
+def augmentation_gain(train_images: np.ndarray, train_labels: np.ndarray, val_images: np.ndarray,
+                      val_labels: np.ndarray, generated: dict[str, tuple[np.ndarray, np.ndarray]], num_classes: int,
+                      *, per_user: int | None, seeds: list[int], classifier: ClassifierConfig,
+                      real_share: float | None = None, workers: int = 1, say=None) -> dict:
+    """Do generated samples help a classifier on real val, beside the same classifier on real images alone?
+
+    Per seed: take `per_user` real train images per user (drawn with the seed; None: every train image, the
+    full arm), train a classifier as `classifier` says on them alone, and on them plus each set of
+    `generated` ({name: (images, labels)}, mixed by `real_share`: `mix_real`), and test each on real val.
+    Every arm takes the same optimiser steps and seed, so the difference is the data. The few-shot arm also
+    scores every classifier on the real train images left out of the draw (`heldout_*`): what a choice of
+    samples, sifting or mix can be judged on without looking at real val. `workers`: classifiers trained side
+    by side (`mdgen.classifier.fit_and_score`); `say`: a line per classifier. (`gain_jobs` and `gain_summary`
+    are its two halves, for a caller that trains these classifiers in one pool with others.)
+
+    Returns per set: per-seed accuracies, the mean of each arm, and the paired gain's mean, (population) std
+    and 95 % Student-t interval over the seeds (null for one seed).
+    """
+    jobs = gain_jobs(train_images, train_labels, val_images, val_labels, generated, per_user=per_user, seeds=seeds,
+                     image_size=classifier.image_size, real_share=real_share)
+    scores = fit_and_score(jobs, num_classes, classifier, workers, say)
+    return gain_summary(scores, generated, per_user=per_user, seeds=seeds, real_share=real_share)
 
 
 def _t_interval(x: np.ndarray, level: float = 0.95) -> list[float] | None:

@@ -16,18 +16,18 @@ The math of each figure is `mdgen.metrics`'; this module gathers the inputs and 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from mdgen.classifier import SpectrogramResNet, features, load_classifier, predict, train_classifier
+from mdgen.classifier import Job, SpectrogramResNet, features, fit_and_score, load_classifier, predict
 from mdgen.errors import BadFileError, DataError, MissingFileError
 from mdgen.images import load_images
 from mdgen.io import list_images, list_users
-from mdgen.metrics import (GAIT_KEYS, augmentation_gain, compare_gait, density_coverage, fid_floor, frechet_distance,
-                           gait_measures, kernel_inception_distance, memorisation_share, per_class_accuracy,
-                           precision_recall)
+from mdgen.metrics import (GAIT_KEYS, compare_gait, density_coverage, fid_floor, frechet_distance, gain_jobs,
+                           gain_summary, gait_measures, kernel_inception_distance, memorisation_share,
+                           per_class_accuracy, precision_recall)
 from mdgen.params import AxesConfig, ClassifierConfig, EvaluateConfig
 from mdgen.spectrogram import image_axes
 from mdgen.split import files_and_labels, read_split
@@ -145,17 +145,22 @@ def conditional_accuracy(d: Inputs) -> tuple[dict, dict]:
     return section, plot
 
 
-def synthetic_to_real(d: Inputs, classifier: ClassifierConfig, seed: int, trtr: float) -> dict:
-    """Section `tstr`: the judge's recipe trained on the generated samples alone, tested on real val (train on
-    synthetic, test on real), beside the judge itself, trained on real train, on the same val images (TRTR)."""
-    model = train_classifier(d.x_gen, d.y_gen, len(d.users), classifier, seed, progress="train on synthetic")
+def synthetic_to_real_job(d: Inputs, seed: int) -> Job:
+    """The classifier of section `tstr`: the judge's recipe trained on the generated samples alone, scored on the
+    requested persons' real val images, all of them and each person's."""
     on_req = np.isin(d.y_val, d.requested)
-    pred = predict(model, d.x_val[on_req]).argmax(1)
-    tstr = float(np.mean(pred == d.y_val[on_req]))
-    per_user = per_class_accuracy(d.y_val[on_req], pred, len(d.users))
+    tests = {"val": (d.x_val[on_req], d.y_val[on_req]),
+             **{f"user_{c}": (d.x_val[d.y_val == c], d.y_val[d.y_val == c]) for c in d.requested}}
+    return Job(d.x_gen, d.y_gen, seed, tests)
+
+
+def synthetic_to_real(d: Inputs, score: dict[str, float], trtr: float) -> dict:
+    """Section `tstr` from its classifier's `score` (train on synthetic, test on real), beside the judge itself,
+    trained on real train, on the same val images (TRTR: `trtr`)."""
+    tstr = score["val"]
     return {"tstr_accuracy": tstr, "trtr_accuracy": trtr, "ratio": tstr / trtr if trtr > 0 else None,
-            "train_images": len(d.gen_files), "val_images": int(on_req.sum()),
-            "per_user": {d.users[c]: _none_if_nan(per_user[c]) for c in d.requested}}
+            "train_images": len(d.gen_files), "val_images": int(np.isin(d.y_val, d.requested).sum()),
+            "per_user": {d.users[c]: _none_if_nan(score[f"user_{c}"]) for c in d.requested}}
 
 
 def distribution(d: Inputs, feats: dict[str, np.ndarray], config: EvaluateConfig, seed: int) -> dict:
@@ -218,33 +223,42 @@ def kinematics(d: Inputs, image_size: int, axes: AxesConfig) -> tuple[dict, dict
     return section, panels
 
 
-def augmentation(d: Inputs, x_aug: np.ndarray, y_aug: np.ndarray, classifier: ClassifierConfig,
-                 config: EvaluateConfig, seed: int, say: Callable[[str], None] | None = None) -> dict:
-    """Section `augmentation`: classifiers on real val trained on real images alone and with the (sifted)
-    samples `x_aug`, in two arms -- few-shot (a few real train images per person, `evaluate.seeds` draws) and
-    full (every real train image, the judge's recipe, `evaluate.full_seeds` seeds; 0 leaves it out)."""
-    section = {"generated_images": int(len(x_aug)), "real_share": config.real_share}
-    if not len(x_aug):  # no gain to measure: said, not a classifier trained on nothing generated
+def augmentation_arms(d: Inputs, classifier: ClassifierConfig, config: EvaluateConfig,
+                      seed: int) -> dict[str, tuple[dict, list[Job]]]:
+    """The classifiers of section `augmentation`, per arm: few-shot (a few real train images per person,
+    `evaluate.seeds` draws, `evaluate.fewshot_steps`) and full (every real train image, the judge's recipe,
+    `evaluate.full_seeds` seeds; 0 leaves it out), each trained on real images alone and with the (sifted)
+    samples `d.x_aug`. Per arm: (its settings, its jobs); none when there is nothing to add."""
+    if not len(d.x_aug):
+        return {}
+    arms = {"fewshot": dict(per_user=config.fewshot_per_user, seeds=[seed + i for i in range(config.seeds)],
+                            steps=config.fewshot_steps),
+            "full": dict(per_user=None, seeds=[seed + i for i in range(config.full_seeds)], steps=classifier.steps)}
+    return {arm: (a, gain_jobs(d.x_train, d.y_train, d.x_val, d.y_val, {"samples": (d.x_aug, d.y_aug)},
+                               per_user=a["per_user"], seeds=a["seeds"], image_size=classifier.image_size,
+                               steps=a["steps"], real_share=config.real_share))
+            for arm, a in arms.items() if a["seeds"]}
+
+
+def augmentation(d: Inputs, arms: dict[str, tuple[dict, list[Job]]], scores: dict[str, list[dict[str, float]]],
+                 real_share: float | None) -> dict:
+    """Section `augmentation` from the scores of `augmentation_arms`' classifiers, per arm."""
+    section = {"generated_images": int(len(d.x_aug)), "real_share": real_share}
+    if not len(d.x_aug):  # no gain to measure: said, not a classifier trained on nothing generated
         section["skipped"] = ("`sift` kept no sample (metrics/details/sift.json says why): loosen sift.method, "
                               "sift.min_prob or sift.max_z, or train the DiT longer")
         return section
-    arms = {"fewshot": (config.fewshot_per_user, config.seeds, replace(classifier, steps=config.fewshot_steps)),
-            "full": (None, config.full_seeds, classifier)}
-    for arm, (per_user, seeds, recipe) in arms.items():
-        if seeds == 0:
-            continue
-        aug = augmentation_gain(d.x_train, d.y_train, d.x_val, d.y_val, {"samples": (x_aug, y_aug)}, len(d.users),
-                                per_user=per_user, seeds=[seed + i for i in range(seeds)], classifier=recipe,
-                                real_share=config.real_share, workers=config.workers,
-                                say=say and (lambda line, arm=arm: say(f"{arm} arm: {line}")))
+    for arm, (a, _) in arms.items():
+        aug = gain_summary(scores[arm], {"samples": (d.x_aug, d.y_aug)}, per_user=a["per_user"], seeds=a["seeds"],
+                           real_share=real_share)
         row = aug["sets"]["samples"]
         section[arm] = {
-            "real_train_per_user": per_user, "steps": recipe.steps,
+            "real_train_per_user": a["per_user"], "steps": a["steps"],
             "real_only_mean": aug["real_only_mean"], "real_plus_generated_mean": row["accuracy_mean"],
             "gain_mean": row["gain_mean"], "gain_std": row["gain_std"], "gain_ci95": row["gain_ci95"],
             **{k: row[k] for k in ("heldout_gain_mean", "heldout_gain_ci95") if k in row},
-            "per_seed": {f"seed_{s}": {"real_only": a, "real_plus_generated": b}
-                         for s, a, b in zip(aug["seeds"], aug["real_only"], row["accuracy"])},
+            "per_seed": {f"seed_{s}": {"real_only": r, "real_plus_generated": g}
+                         for s, r, g in zip(aug["seeds"], aug["real_only"], row["accuracy"])},
         }
     return section
 
@@ -259,16 +273,23 @@ def evaluate(d: Inputs, classifier: ClassifierConfig, config: EvaluateConfig, se
     feats = {part: features(d.model, x) for part, x in (("train", d.x_train), ("val", d.x_val), ("gen", d.x_gen))}
     say("conditional accuracy and judge features done")
     metrics = {"conditional": conditional}
-    say("train on synthetic, test on real")
-    metrics["tstr"] = synthetic_to_real(d, classifier, seed, conditional["real_val_accuracy"])
+    # every classifier of `tstr` and `augmentation` in one pool (`evaluate.workers` processes)
+    arms = augmentation_arms(d, classifier, config, seed)
+    jobs = [synthetic_to_real_job(d, seed), *(j for _, arm_jobs in arms.values() for j in arm_jobs)]
+    say(f"{len(jobs)} classifiers: train on synthetic, test on real; augmentation gain (few-shot: {config.seeds} "
+        f"seeds, full: {config.full_seeds} seeds; x 2 classifiers)")
+    scores = fit_and_score(jobs, len(d.users), classifier, config.workers, say)
+    metrics["tstr"] = synthetic_to_real(d, scores[0], conditional["real_val_accuracy"])
+    by_arm, i = {}, 1
+    for arm, (_, arm_jobs) in arms.items():
+        by_arm[arm], i = scores[i:i + len(arm_jobs)], i + len(arm_jobs)
     say("distribution (FID and its floor over train subsets, KID, precision/recall)")
     metrics["distribution"] = distribution(d, feats, config, seed)
     say("memorisation")
     metrics["memorisation"], pairs = memorisation(feats, config)
     say("kinematics")
     metrics["kinematics"], gait_panels = kinematics(d, image_size, axes)
-    say(f"augmentation gain (few-shot: {config.seeds} seeds, full: {config.full_seeds} seeds; x 2 classifiers)")
-    metrics["augmentation"] = augmentation(d, d.x_aug, d.y_aug, classifier, config, seed, say)
+    metrics["augmentation"] = augmentation(d, arms, by_arm, config.real_share)
     return metrics, {"accuracy": accuracy, "pairs": pairs, "gait_panels": gait_panels}
 
 
