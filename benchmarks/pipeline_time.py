@@ -87,7 +87,8 @@ def main() -> None:
              f"| second `dvc repro` (nothing to run) | {second:.1f} |"]
     if bench_ms is not None:
         rows.append(f"| machine reference: `{' '.join(BENCH)}` | {bench_ms:.1f} ms/step |")
-        rows.append(f"| the same with `{' '.join(FUSED)}` (the figure earlier references are) | {fused_ms:.1f} ms/step |")
+        rows.append(f"| the same with `{' '.join(FUSED)}` (the figure earlier references are) | "
+                    f"{fused_ms:.1f} ms/step |")
     print("\n" + "\n".join(rows))
     if second_stages:
         print(f"WARNING: the second dvc repro ran {[n for n, _ in second_stages]}")
