@@ -280,9 +280,8 @@ def evaluate(d: Inputs, classifier: ClassifierConfig, config: EvaluateConfig, se
         f"seeds, full: {config.full_seeds} seeds; x 2 classifiers)")
     scores = fit_and_score(jobs, len(d.users), classifier, config.workers, say)
     metrics["tstr"] = synthetic_to_real(d, scores[0], conditional["real_val_accuracy"])
-    by_arm, i = {}, 1
-    for arm, (_, arm_jobs) in arms.items():
-        by_arm[arm], i = scores[i:i + len(arm_jobs)], i + len(arm_jobs)
+    rest = iter(scores[1:])  # the arms' scores, in the order their jobs went in
+    by_arm = {arm: [next(rest) for _ in arm_jobs] for arm, (_, arm_jobs) in arms.items()}
     say("distribution (FID and its floor over train subsets, KID, precision/recall)")
     metrics["distribution"] = distribution(d, feats, config, seed)
     say("memorisation")
