@@ -8,7 +8,10 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 from mdgen.images import load_images
-from mdgen.latents import compute_stats, image_batches, load_stats
+from mdgen.latents import compute_stats, encode_files, image_batches, load_stats, reconstruct
+from mdgen.params import ExtractConfig
+from mdgen.split import files_and_labels
+from mdgen.tokenizer import load_tokenizer
 from mdgen.split import make_split
 from mdgen.stages import extract, stats
 from tests.conftest import make_image_folder, make_tiny_tokenizer, split_config, write_params
@@ -77,6 +80,24 @@ def test_extract_and_stats_are_byte_identical_across_runs(workspace):
     assert st["mean"].shape == (1, 32, 1, 1) and st["std"].dtype == torch.float32
     raw = torch.load(out_a / "latents_stats.pt", weights_only=True)
     assert set(raw) == {"mean", "std"}
+
+
+def test_reconstruct_from_kept_means_is_reconstruct_from_files(workspace):
+    """`extract` decodes the val means its encoding kept instead of encoding the images again: the same
+    reconstructions, bitwise, with the posterior sampled for the latents and the flip on."""
+    ws, ckpt = workspace
+    model = load_tokenizer(ckpt)
+    files, _ = files_and_labels(json.loads((ws / "split.json").read_text()), "train")
+    config = ExtractConfig(batch_size=4, flip="time", sample_posterior=True, plot_per_user=1, precision="auto")
+    out = encode_files(model, files, config, image_size=64, seed=0, progress=False, keep_mean=True)
+    assert set(out) == {"latents", "latents_flip", "mean"} and not torch.equal(out["latents"], out["mean"])
+    again = encode_files(model, files, config, image_size=64, seed=0, progress=False)
+    assert set(again) == {"latents", "latents_flip"} and torch.equal(again["latents"], out["latents"])
+    orig_a, rec_a, _ = reconstruct(model, files, config, image_size=64)
+    orig_b, rec_b, _ = reconstruct(model, files, config, image_size=64, means=out["mean"])
+    assert np.array_equal(orig_a, orig_b) and np.array_equal(rec_a, rec_b)
+    with pytest.raises(ValueError, match="5 posterior means for 6 files"):
+        reconstruct(model, files, config, image_size=64, means=out["mean"][:5])
 
 
 def test_one_image_folder_extracts(tmp_path):

@@ -62,6 +62,16 @@ def test_textbook_jet_is_its_own_table_and_not_matplotlibs():
     assert (own != np.arange(256)).sum() == 183
 
 
+def test_textbook_level_of_8bit_colours_is_the_nearest_entry():
+    """8-bit images take the 24-bit-code path: every pixel gets the first nearest TEXTBOOK_JET entry, as the
+    sum of squared differences to all 256 says pixel by pixel."""
+    rgb = np.random.default_rng(1).integers(0, 256, (24, 20, 3)).astype(np.float64)
+    rgb[0, :4] = TEXTBOOK_JET[[0, 0, 255, 7]].round()  # repeated colours share one code
+    d = ((rgb[..., None, :] - TEXTBOOK_JET) ** 2).sum(-1)
+    assert np.array_equal(textbook_jet_to_level(rgb), d.argmin(-1) / 255)
+    assert np.array_equal(textbook_jet_to_level(rgb.astype(np.uint8)), d.argmin(-1) / 255)
+
+
 def test_jet_tables_live_in_spectrogram_only():
     """Every module-level jet table (a name with JET or LUT) and every use of matplotlib's "jet" by name in
     src/mdgen is in spectrogram.py: matplotlib's JET_LUT (painting; its curve inverts) and TEXTBOOK_JET."""

@@ -34,12 +34,13 @@ def encode_dtype(device: torch.device, precision: str) -> torch.dtype | None:
 @torch.no_grad()
 def encode_files(model, files: list[Path], config: ExtractConfig, *, image_size: int, seed: int,
                  device: str | torch.device = "cpu", progress: bool = True,
-                 desc: str = "extract") -> dict[str, torch.Tensor]:
+                 desc: str = "extract", keep_mean: bool = False) -> dict[str, torch.Tensor]:
     """Encode image files to latents [N,C,h,w] float32 (and their flipped twins) as the `extract` section says.
 
     With config.sample_posterior the latent is mean + std * eps as upstream's `posterior.sample()`,
     but eps comes from a CPU generator seeded with `seed`, so the result is the same on
-    every run and every device. Precision: `encode_dtype`.
+    every run and every device. Precision: `encode_dtype`. `keep_mean`: also the posterior means of the
+    unflipped images under "mean", which `reconstruct` decodes without encoding the images a second time.
     """
     flip = config.flip
     if flip not in FLIPS:
@@ -48,7 +49,7 @@ def encode_files(model, files: list[Path], config: ExtractConfig, *, image_size:
     amp = encode_dtype(device, config.precision)
     batch_size = config.batch_size
     gen = torch.Generator().manual_seed(seed)
-    out: dict[str, list[torch.Tensor]] = {"latents": [], "latents_flip": []}
+    out: dict[str, list[torch.Tensor]] = {"latents": [], "latents_flip": [], "mean": []}
     for batch in tqdm(image_batches(files, image_size, batch_size), total=math.ceil(len(files) / batch_size),
                       desc=desc, unit="batch", disable=not progress):
         x = to_tensor(batch).to(device)
@@ -65,6 +66,8 @@ def encode_files(model, files: list[Path], config: ExtractConfig, *, image_size:
             else:
                 z = mean
             out[key].append(z.cpu())
+            if keep_mean and key == "latents":
+                out["mean"].append(mean.cpu())
     return {k: torch.cat(v) for k, v in out.items() if v}
 
 
@@ -96,20 +99,27 @@ def image_batches(files: list[Path], image_size: int, batch_size: int) -> Iterat
 
 @torch.no_grad()
 def reconstruct(model, files: list[Path], config: ExtractConfig, *, image_size: int,
-                device: str | torch.device = "cpu") -> tuple[np.ndarray, np.ndarray, float]:
+                device: str | torch.device = "cpu",
+                means: torch.Tensor | None = None) -> tuple[np.ndarray, np.ndarray, float]:
     """(originals, reconstructions) as uint8 [N,H,W,3] through the posterior mean, and images/s.
 
-    Encodes as `encode_files` does and decodes in that precision too, except fp16 (see
-    `mdgen.accel.autocast_dtype`)."""
+    Encodes as `encode_files` does, unless `means` holds its posterior means of these files already
+    (`keep_mean`: the same batches, so the same values), and decodes in that precision too, except fp16
+    (see `mdgen.accel.autocast_dtype`)."""
     device = torch.device(device)
     batch_size = config.batch_size
+    if means is not None and len(means) != len(files):
+        raise ValueError(f"reconstruct: {len(means)} posterior means for {len(files)} files")
     amp = encode_dtype(device, config.precision)
     decode_amp = None if amp is None else autocast_dtype(device, config.precision, fp16_safe=False)
     originals, recons = [], []
     t0 = time.perf_counter()
-    for batch in image_batches(files, image_size, batch_size):
-        with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
-            z = model.encode(to_tensor(batch).to(device)).mode()
+    for start, batch in zip(range(0, len(files), batch_size), image_batches(files, image_size, batch_size)):
+        if means is not None:
+            z = means[start:start + batch_size].to(device)
+        else:
+            with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+                z = model.encode(to_tensor(batch).to(device)).mode()
         with torch.autocast(device.type, dtype=decode_amp, enabled=decode_amp is not None):
             rec = model.decode(z)
         originals.append(batch)

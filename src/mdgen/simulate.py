@@ -702,8 +702,11 @@ def _stft_power(x: np.ndarray, radar: RadarConfig) -> tuple[np.ndarray, np.ndarr
     win = int(round(radar.window_s * radar.prf_hz))
     starts = np.round(np.linspace(0, x.shape[-1] - win, radar.image_size)).astype(int)
     seg = np.lib.stride_tricks.sliding_window_view(x, win, axis=-1)[..., starts, :] * signal.windows.hann(win, sym=False)
-    spec = np.fft.fftshift(np.fft.fft(seg, n=radar.nfft, axis=-1), axes=-1)   # (..., frames, nfft)
-    power = np.flip(np.swapaxes(spec.real**2 + spec.imag**2, -1, -2), -2)    # rows: + velocity first
+    spec = np.fft.fft(seg, n=radar.nfft, axis=-1)                              # (..., frames, nfft)
+    # fftshift and the flip to + velocity first as one gather of the bins, after the power: the same values
+    # in the same rows, without rolling and flipping the complex array
+    rows = np.fft.fftshift(np.arange(radar.nfft))[::-1]
+    power = np.swapaxes((spec.real**2 + spec.imag**2)[..., rows], -1, -2)     # rows: + velocity first
     velocity = np.fft.fftshift(np.fft.fftfreq(radar.nfft, 1 / radar.prf_hz))[::-1] * radar.wavelength_m / 2
     times = (starts + win / 2) / radar.prf_hz - radar.window_s / 2
     return power, velocity, times

@@ -173,6 +173,13 @@ def textbook_jet_to_level(rgb: np.ndarray) -> np.ndarray:
     ones), once per distinct colour: an image holds a few thousand, so this is exact and fast.
     """
     rgb = np.asarray(rgb, dtype=np.float64)
-    colours, inverse = np.unique(rgb.reshape(-1, 3), axis=0, return_inverse=True)
+    flat = rgb.reshape(-1, 3)
+    if np.all((flat >= 0) & (flat <= 255) & (flat == np.round(flat))):
+        # 8-bit colours (every image file): distinct 24-bit codes, a 1-D unique many times faster than rows'
+        code = flat.astype(np.int64) @ np.array([1 << 16, 1 << 8, 1])
+        codes, inverse = np.unique(code, return_inverse=True)
+        colours = np.stack([codes >> 16, (codes >> 8) & 255, codes & 255], 1).astype(np.float64)
+    else:
+        colours, inverse = np.unique(flat, axis=0, return_inverse=True)
     d = ((colours[:, None, :] - TEXTBOOK_JET[None]) ** 2).sum(-1)
     return (d.argmin(-1) / 255.0)[inverse.reshape(-1)].reshape(rgb.shape[:-1])
