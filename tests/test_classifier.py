@@ -134,3 +134,19 @@ def test_classifiers_trained_side_by_side_score_as_in_one_process():
     tests = {"val": (xv, yv), "train": (x, y)}
     long, short = fit_and_score([Job(x, y, 0, tests, 40), Job(x, y, 0, tests)], 3, recipe)
     assert long["train"] > short["train"]
+
+
+def test_a_kept_model_from_the_pool_is_the_model_train_classifier_returns():
+    """The `classifier` stage takes its judge from a pool of classifiers: the weights and BN statistics of the
+    one trained alone, bitwise, in eval mode; jobs without `keep_model` bring back none."""
+    from mdgen.classifier import Job, fit_classifiers
+
+    (x, y), (xv, yv) = toy_set(6, 0), toy_set(4, 1)
+    recipe = replace(TINY, steps=6, width=8, threads=1)
+    alone = train_classifier(x, y, 3, recipe, seed=2)
+    jobs = [Job(x, y, 1, {"val": (xv, yv)}), Job(x, y, 2, {"val": (xv, yv)}, keep_model=True)]
+    for workers in (1, 2):
+        (score_1, none), (score_2, kept) = fit_classifiers(jobs, 3, recipe, workers=workers)
+        assert none is None and not kept.training and set(score_2) == {"val"}
+        assert kept.state_dict().keys() == alone.state_dict().keys()
+        assert all(torch.equal(a, b) for a, b in zip(kept.state_dict().values(), alone.state_dict().values()))

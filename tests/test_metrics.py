@@ -227,17 +227,32 @@ def test_classifier_and_evaluate_stages_write_all_metrics(tmp_path):
     write_json(tmp_path / "split.json", make_split(data, split_config(0.25, mode="random"), 0))
     params = write_params(tmp_path / "params.yaml", {**TINY_PARAMS, "data": {"dir": str(data), "image_size": 32}})
 
+    baselines = tmp_path / "classifier_baselines.json"
     cm = classifier_stage.main(params_path=params, split_path=tmp_path / "split.json",
-                               out=tmp_path / "classifier.safetensors", metrics_path=tmp_path / "judge.json")
+                               out=tmp_path / "classifier.safetensors", metrics_path=tmp_path / "judge.json",
+                               baselines_path=baselines)
     assert set(cm["val_accuracy_per_user"]) == {"ID_1", "ID_2"}
     assert json.loads((tmp_path / "details" / "judge.json").read_text())["val_images"] == 4
     assert json.loads((tmp_path / "judge.json").read_text()) == {"val_acc": pytest.approx(cm["val_accuracy"], rel=1e-3)}
+    # the judge and the arms' real-only classifiers (3 few-shot seeds, 2 full; the judge is the first full one)
+    record = json.loads(baselines.read_text())
+    assert cm["classifiers"] == 5 and {a: sorted(r["scores"]) for a, r in record["arms"].items()} == \
+        {"fewshot": ["0", "1", "2"], "full": ["0", "1"]}
+    assert record["arms"]["full"]["scores"]["0"] == {"val": pytest.approx(cm["val_accuracy"])}
+    assert set(record["arms"]["fewshot"]["scores"]["1"]) == {"val", "heldout"}
 
     m = evaluate_stage.main(params_path=params, split_path=tmp_path / "split.json",
                             classifier_path=tmp_path / "classifier.safetensors", samples_dir=samples,
-                            sifted_dir=None, metrics_path=tmp_path / "evaluate.json", plots_dir=tmp_path / "plots")
+                            sifted_dir=None, baselines_path=baselines, metrics_path=tmp_path / "evaluate.json",
+                            plots_dir=tmp_path / "plots")
     written = json.loads((tmp_path / "details" / "evaluate.json").read_text())
     assert written == json.loads(json.dumps(m))
+    # the kept real-only scores are the ones `evaluate` trains when it has none: the same metrics, to the digit
+    alone = evaluate_stage.main(params_path=params, split_path=tmp_path / "split.json",
+                                classifier_path=tmp_path / "classifier.safetensors", samples_dir=samples,
+                                sifted_dir=None, baselines_path=None, metrics_path=tmp_path / "alone" / "e.json",
+                                plots_dir=tmp_path / "alone")
+    assert alone == m
     # the declared metrics: numbers a researcher compares between runs, no per-person or per-seed detail
     headline = json.loads((tmp_path / "evaluate.json").read_text())
     assert len(headline) == 14 and all(isinstance(v, (int, float)) for v in headline.values())
@@ -267,6 +282,44 @@ def test_classifier_and_evaluate_stages_write_all_metrics(tmp_path):
     assert len(val_rows) == 4 and {r["actual"] for r in val_rows} == {"ID_1", "ID_2"}
     for name in evaluate_stage.PLOTS.values():
         assert (tmp_path / "plots" / name).is_file(), name
+
+
+def test_kept_baselines_serve_only_the_judge_recipe_and_arms_they_were_trained_for():
+    from mdgen.metrics import baseline_record, baseline_scores, gain_arms
+
+    def arms(**kw):
+        return gain_arms(**{**dict(seed=0, fewshot_per_user=8, seeds=3, fewshot_steps=150, full_seeds=2,
+                                   full_steps=400), **kw})
+
+    kept = arms()
+    scores = {arm: [{"val": 0.5 + s / 10} for s in a["seeds"]] for arm, a in kept.items()}
+    record = json.loads(json.dumps(baseline_record(kept, scores, {"lr": 0.002}, "abc")))  # as written and read
+    assert baseline_scores(record, kept, {"lr": 0.002}, "abc") == scores
+    # a later seed range inside the kept one (release/seed_spread.py's runs), fewer seeds, no full arm
+    assert baseline_scores(record, arms(seed=1, seeds=2, full_seeds=0), {"lr": 0.002}, "abc") == \
+        {"fewshot": [{"val": 0.6}, {"val": 0.7}]}
+    assert baseline_scores(record, arms(seeds=4), {"lr": 0.002}, "abc") == {"full": scores["full"]}
+    assert baseline_scores(record, arms(fewshot_steps=100), {"lr": 0.002}, "abc") == {"full": scores["full"]}
+    assert baseline_scores(record, arms(fewshot_per_user=4, full_steps=300), {"lr": 0.002}, "abc") == {}
+    assert baseline_scores(record, kept, {"lr": 0.003}, "abc") == {}  # another recipe
+    assert baseline_scores(record, kept, {"lr": 0.002}, "abd") == {}  # another judge: other data
+    assert baseline_scores(None, kept, {"lr": 0.002}, "abc") == {}
+    assert gain_arms(seed=0, fewshot_per_user=8, seeds=0, fewshot_steps=150, full_seeds=0, full_steps=400) == {}
+
+
+def test_gain_summary_from_kept_real_only_scores_is_the_summary_of_all():
+    from mdgen.metrics import gain_summary
+
+    generated = {"a": (np.zeros((3, 4, 4, 3), np.uint8), np.zeros(3)), "b": (np.zeros((5, 4, 4, 3), np.uint8), None)}
+    rng = np.random.default_rng(0)
+    scores = [{"val": v, "heldout": h} for v, h in rng.uniform(0.5, 1.0, (12, 2))]  # 4 seeds x (real, a, b)
+    whole = gain_summary(scores, generated, per_user=8, seeds=[0, 1, 2, 3])
+    split = gain_summary([s for i, s in enumerate(scores) if i % 3], generated, per_user=8, seeds=[0, 1, 2, 3],
+                         real_only_scores=scores[::3])
+    assert split == whole and whole["sets"]["b"]["generated_images"] == 5
+    with pytest.raises(ValueError, match="9 scores for 4 seeds x 3 training sets"):  # a seed's real only missing
+        gain_summary([s for i, s in enumerate(scores) if i % 3], generated, per_user=8, seeds=[0, 1, 2, 3],
+                     real_only_scores=scores[::3][:3])
 
 
 def test_evaluate_rejects_samples_of_unknown_users(tmp_path):

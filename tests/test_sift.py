@@ -59,7 +59,8 @@ def workspace(tmp_path):
     params = write_params(tmp_path / "params.yaml", {**TINY_PARAMS, "data": {"dir": str(data), "image_size": 32},
                                                      "sift": {"method": "judge"}})
     classifier_stage.main(params_path=params, split_path=tmp_path / "split.json",
-                          out=tmp_path / "classifier.safetensors", metrics_path=tmp_path / "judge.json")
+                          out=tmp_path / "classifier.safetensors", metrics_path=tmp_path / "judge.json",
+                          baselines_path=tmp_path / "classifier_baselines.json")
     return tmp_path, params, samples
 
 

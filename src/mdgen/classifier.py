@@ -217,19 +217,23 @@ def train_classifier(images: np.ndarray, labels, num_classes: int, config: Class
 @dataclass
 class Job:
     """One classifier to train (`train_classifier` on images, labels, seed) and the sets to score it on;
-    `steps` over the recipe's (the few-shot arm trains shorter than the judge's recipe)."""
+    `steps` over the recipe's (the few-shot arm trains shorter than the judge's recipe); `keep_model`: the
+    trained weights come back too (`fit_classifiers`)."""
     images: np.ndarray
     labels: np.ndarray
     seed: int
     tests: dict[str, tuple[np.ndarray, np.ndarray]]
     steps: int | None = None
+    keep_model: bool = False
 
 
-def _fit_and_score(job: Job, num_classes: int, config: ClassifierConfig) -> dict[str, float]:
+def _fit_and_score(job: Job, num_classes: int, config: ClassifierConfig
+                   ) -> tuple[dict[str, float], dict[str, torch.Tensor] | None]:
     if job.steps is not None:
         config = replace(config, steps=job.steps)
     model = train_classifier(job.images, job.labels, num_classes, config, job.seed)
-    return {name: accuracy(model, x, y) for name, (x, y) in job.tests.items()}
+    return {name: accuracy(model, x, y) for name, (x, y) in job.tests.items()}, \
+        (model.state_dict() if job.keep_model else None)
 
 
 def _worker_threads(n: int) -> None:
@@ -239,16 +243,36 @@ def _worker_threads(n: int) -> None:
 
 def fit_and_score(jobs: list[Job], num_classes: int, config: ClassifierConfig, workers: int = 1,
                   say=None) -> list[dict[str, float]]:
-    """Train one classifier per job and return each one's accuracy on its test sets, in job order.
+    """Train one classifier per job and return each one's accuracy on its test sets, in job order
+    (`fit_classifiers` without the weights)."""
+    return [scores for scores, _ in fit_classifiers(jobs, num_classes, config, workers, say)]
+
+
+def fit_classifiers(jobs: list[Job], num_classes: int, config: ClassifierConfig, workers: int = 1,
+                    say=None) -> list[tuple[dict[str, float], SpectrogramResNet | None]]:
+    """Train one classifier per job: per job, in job order, its accuracy on each of its test sets and, for a
+    job with `keep_model`, the trained model (eval mode), else None.
 
     `workers` > 1 trains that many side by side in spawned processes of `config.threads` threads each: the
-    classifiers are small, one thread each uses a core best, and each job is seeded, so the figures are those
-    of one process. Images go to the workers at the classifier's input size (`resize_images`), not at 256 px.
-    `say`: a line per finished job.
+    classifiers are small, one thread each uses a core best, and each job is seeded, so the figures (and the
+    weights) are those of one process. Images go to the workers at the classifier's input size
+    (`resize_images`), not at 256 px. `say`: a line per finished job.
     """
     size = config.image_size
     jobs = [Job(resize_images(j.images, size), np.asarray(j.labels), j.seed,
-                {k: (resize_images(x, size), np.asarray(y)) for k, (x, y) in j.tests.items()}, j.steps) for j in jobs]
+                {k: (resize_images(x, size), np.asarray(y)) for k, (x, y) in j.tests.items()}, j.steps,
+                j.keep_model) for j in jobs]
+    out = _run_jobs(jobs, num_classes, config, workers, say)
+    return [(scores, None if state is None else _model_from(state, num_classes, config)) for scores, state in out]
+
+
+def _model_from(state: dict[str, torch.Tensor], num_classes: int, config: ClassifierConfig) -> SpectrogramResNet:
+    model = SpectrogramResNet(ResNetConfig(num_classes, config.image_size, config.width))
+    model.load_state_dict(state, strict=True)
+    return model.eval()
+
+
+def _run_jobs(jobs: list[Job], num_classes: int, config: ClassifierConfig, workers: int, say) -> list:
     if workers <= 1 or len(jobs) <= 1:
         out = []
         for i, job in enumerate(jobs):

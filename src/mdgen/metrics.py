@@ -263,11 +263,49 @@ def mix_real(x_real: np.ndarray, y_real: np.ndarray, x_gen: np.ndarray, y_gen: n
             np.concatenate([np.asarray(y_real)] * reps + [np.asarray(y_gen)]))
 
 
+def gain_arms(*, seed: int, fewshot_per_user: int, seeds: int, fewshot_steps: int, full_seeds: int,
+              full_steps: int) -> dict[str, dict]:
+    """The two arms of the augmentation experiment: per arm its real train images per person (None: all), its
+    seeds (from `seed` on) and steps. few-shot: `fewshot_per_user` images, `seeds` draws, `fewshot_steps`; full:
+    every image, `full_seeds` seeds, `full_steps` (the judge's recipe). An arm of no seeds is left out."""
+    arms = {"fewshot": dict(per_user=fewshot_per_user, seeds=[seed + i for i in range(seeds)], steps=fewshot_steps),
+            "full": dict(per_user=None, seeds=[seed + i for i in range(full_seeds)], steps=full_steps)}
+    return {arm: a for arm, a in arms.items() if a["seeds"]}
+
+
+def baseline_record(arms: dict[str, dict], scores: dict[str, list[dict[str, float]]], recipe: dict,
+                    judge_sha256: str) -> dict:
+    """What the `classifier` stage keeps of the arms' real-only classifiers (`gain_jobs` without samples: they
+    depend on real data alone) so that `evaluate` trains only the ones with samples: the recipe, per arm its
+    settings and each seed's scores, and the judge trained beside them (by its file's hash), whose data they share."""
+    return {"judge_sha256": judge_sha256, "classifier": recipe,
+            "arms": {arm: {"per_user": a["per_user"], "steps": a["steps"],
+                           "scores": {str(sd): sc for sd, sc in zip(a["seeds"], scores[arm])}}
+                     for arm, a in arms.items()}}
+
+
+def baseline_scores(record: dict | None, arms: dict[str, dict], recipe: dict,
+                    judge_sha256: str) -> dict[str, list[dict[str, float]]]:
+    """The real-only scores `record` (`baseline_record`) holds for `arms`, per arm and seed in order: only arms
+    whose settings it has and every seed of them, and none when it came with another judge or recipe."""
+    if not record or record.get("judge_sha256") != judge_sha256 or record.get("classifier") != recipe:
+        return {}
+    out = {}
+    for arm, a in arms.items():
+        kept = record.get("arms", {}).get(arm)
+        if kept and kept["per_user"] == a["per_user"] and kept["steps"] == a["steps"] \
+                and all(str(sd) in kept["scores"] for sd in a["seeds"]):
+            out[arm] = [kept["scores"][str(sd)] for sd in a["seeds"]]
+    return out
+
+
 def gain_jobs(train_images: np.ndarray, train_labels: np.ndarray, val_images: np.ndarray, val_labels: np.ndarray,
               generated: dict[str, tuple[np.ndarray, np.ndarray]], *, per_user: int | None, seeds: list[int],
-              image_size: int, steps: int | None = None, real_share: float | None = None) -> list[Job]:
+              image_size: int, steps: int | None = None, real_share: float | None = None,
+              real_only: bool = True) -> list[Job]:
     """The classifiers of `augmentation_gain`, seed by seed, each seed's real only first and then one per set of
-    `generated`; `gain_summary` reads their scores back. Images are resized to `image_size` once, here."""
+    `generated`; `gain_summary` reads their scores back. Images are resized to `image_size` once, here.
+    `real_only` False: without the real-only ones, whose scores the caller has (`baseline_scores`)."""
     if len(seeds) < 1:
         raise ValueError("augmentation_gain: need at least one seed")
     train_labels, val_labels = np.asarray(train_labels), np.asarray(val_labels)
@@ -282,15 +320,23 @@ def gain_jobs(train_images: np.ndarray, train_labels: np.ndarray, val_images: np
         if len(rest):
             tests["heldout"] = (train_images[rest], train_labels[rest])
         x, y = train_images[idx], train_labels[idx]
-        sets = [(x, y), *(mix_real(x, y, xg, yg, real_share) for xg, yg in generated.values())]
+        sets = [(x, y)] if real_only else []
+        sets += [mix_real(x, y, xg, yg, real_share) for xg, yg in generated.values()]
         jobs += [Job(xs, ys, seed, tests, steps) for xs, ys in sets]
     return jobs
 
 
 def gain_summary(scores: list[dict[str, float]], generated: dict[str, tuple[np.ndarray, np.ndarray]], *,
-                 per_user: int | None, seeds: list[int], real_share: float | None = None) -> dict:
-    """`augmentation_gain`'s figures from the scores of `gain_jobs`' classifiers (`fit_and_score`, in job order)."""
+                 per_user: int | None, seeds: list[int], real_share: float | None = None,
+                 real_only_scores: list[dict[str, float]] | None = None) -> dict:
+    """`augmentation_gain`'s figures from the scores of `gain_jobs`' classifiers (`fit_and_score`, in job order);
+    `real_only_scores`: the real-only classifiers' scores, one per seed, when `gain_jobs` left them out."""
+    if real_only_scores is not None:
+        k = len(generated)
+        scores = [s for seed_scores in zip(real_only_scores, *(scores[i::k] for i in range(k))) for s in seed_scores]
     names = ["real_only", *generated]
+    if len(scores) != len(seeds) * len(names):
+        raise ValueError(f"gain_summary: {len(scores)} scores for {len(seeds)} seeds x {len(names)} training sets")
     runs = {name: {"val": [], "heldout": []} for name in names}
     for i, score in enumerate(scores):  # jobs run seed by seed, each seed's in `names` order
         for part, acc in score.items():

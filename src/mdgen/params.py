@@ -334,7 +334,8 @@ class EvaluateConfig:
     full_seeds: int = setting(Int(0, 100), "trainings of the full arm (every real train image, the judge's "
                                            "steps; 0: no full arm)")
     workers: int = setting(Int(1, 256), "processes that train the augmentation classifiers side by side (each on "
-                                        "classifier.threads threads; same figures whatever the count)")
+                                        "classifier.threads threads; same figures whatever the count), here and "
+                                        "in the `classifier` stage, which trains the real-only ones with the judge")
     real_share: float | None = setting(Float(0.0, 1.0, hi_open=True, optional=True),
                                        "share of real images in the augmented classifiers' batches, by "
                                        "repeating them (null: every image once)")

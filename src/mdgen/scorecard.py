@@ -16,7 +16,7 @@ The math of each figure is `mdgen.metrics`'; this module gathers the inputs and 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -24,10 +24,10 @@ import numpy as np
 from mdgen.classifier import Job, SpectrogramResNet, features, fit_and_score, load_classifier, predict
 from mdgen.errors import BadFileError, DataError, MissingFileError
 from mdgen.images import load_images
-from mdgen.io import list_images, list_users
-from mdgen.metrics import (GAIT_KEYS, compare_gait, density_coverage, fid_floor, frechet_distance, gain_jobs,
-                           gain_summary, gait_measures, kernel_inception_distance, memorisation_share,
-                           per_class_accuracy, precision_recall)
+from mdgen.io import file_sha256, list_images, list_users, read_json
+from mdgen.metrics import (GAIT_KEYS, baseline_scores, compare_gait, density_coverage, fid_floor, frechet_distance,
+                           gain_arms, gain_jobs, gain_summary, gait_measures, kernel_inception_distance,
+                           memorisation_share, per_class_accuracy, precision_recall)
 from mdgen.params import AxesConfig, ClassifierConfig, EvaluateConfig
 from mdgen.spectrogram import image_axes
 from mdgen.split import files_and_labels, read_split
@@ -48,6 +48,8 @@ class Inputs:
     y_gen: np.ndarray
     x_aug: np.ndarray   # the samples that train classifiers in `augmentation`: the sifted ones, or all of them
     y_aug: np.ndarray
+    judge_sha256: str = ""
+    baselines: dict | None = None  # the `classifier` stage's real-only classifiers (`metrics.baseline_record`)
 
     @property
     def requested(self) -> list[int]:
@@ -110,9 +112,11 @@ def load_judge(classifier_path: str | Path, users: list[str]) -> SpectrogramResN
 
 
 def load_inputs(image_size: int, split_path: str | Path, classifier_path: str | Path,
-                samples_dir: str | Path, sifted_dir: str | Path | None = None) -> Inputs:
-    """The split's real images, the generated ones (and those `sift` kept: `sifted_dir`, None: all of them) and
-    the judge; its users must be the split's."""
+                samples_dir: str | Path, sifted_dir: str | Path | None = None,
+                baselines_path: str | Path | None = None) -> Inputs:
+    """The split's real images, the generated ones (and those `sift` kept: `sifted_dir`, None: all of them), the
+    judge, whose users must be the split's, and the real-only classifiers' scores trained beside it
+    (`baselines_path`; None or no such file: `evaluate` trains them)."""
     manifest = read_split(split_path)
     users = manifest["users"]
     model = load_judge(classifier_path, users)
@@ -120,8 +124,12 @@ def load_inputs(image_size: int, split_path: str | Path, classifier_path: str | 
     val_files, y_val = files_and_labels(manifest, "val")
     x_train, x_val = load_images(train_files, image_size), load_images(val_files, image_size)
     gen_files, x_gen, y_gen = load_generated(samples_dir, users, image_size)
+    baselines = None
+    if baselines_path is not None and Path(baselines_path).is_file():
+        baselines = read_json(baselines_path)
     return Inputs(users, manifest["data_dir"], model, x_train, y_train.numpy(), x_val, y_val.numpy(),
-                  gen_files, x_gen, y_gen, *sifted(sifted_dir, users, image_size, x_gen, y_gen))
+                  gen_files, x_gen, y_gen, *sifted(sifted_dir, users, image_size, x_gen, y_gen),
+                  file_sha256(classifier_path), baselines)
 
 
 def conditional_accuracy(d: Inputs) -> tuple[dict, dict]:
@@ -228,16 +236,19 @@ def augmentation_arms(d: Inputs, classifier: ClassifierConfig, config: EvaluateC
     """The classifiers of section `augmentation`, per arm: few-shot (a few real train images per person,
     `evaluate.seeds` draws, `evaluate.fewshot_steps`) and full (every real train image, the judge's recipe,
     `evaluate.full_seeds` seeds; 0 leaves it out), each trained on real images alone and with the (sifted)
-    samples `d.x_aug`. Per arm: (its settings, its jobs); none when there is nothing to add."""
+    samples `d.x_aug`. Per arm: (its settings, its jobs); none when there is nothing to add. An arm whose
+    real-only scores the `classifier` stage kept (`d.baselines`, for this judge and recipe) trains only the
+    classifiers with samples, and its settings carry those scores (`baseline`)."""
     if not len(d.x_aug):
         return {}
-    arms = {"fewshot": dict(per_user=config.fewshot_per_user, seeds=[seed + i for i in range(config.seeds)],
-                            steps=config.fewshot_steps),
-            "full": dict(per_user=None, seeds=[seed + i for i in range(config.full_seeds)], steps=classifier.steps)}
-    return {arm: (a, gain_jobs(d.x_train, d.y_train, d.x_val, d.y_val, {"samples": (d.x_aug, d.y_aug)},
-                               per_user=a["per_user"], seeds=a["seeds"], image_size=classifier.image_size,
-                               steps=a["steps"], real_share=config.real_share))
-            for arm, a in arms.items() if a["seeds"]}
+    arms = gain_arms(seed=seed, fewshot_per_user=config.fewshot_per_user, seeds=config.seeds,
+                     fewshot_steps=config.fewshot_steps, full_seeds=config.full_seeds, full_steps=classifier.steps)
+    kept = baseline_scores(d.baselines, arms, asdict(classifier), d.judge_sha256)
+    return {arm: ({**a, "baseline": kept.get(arm)},
+                  gain_jobs(d.x_train, d.y_train, d.x_val, d.y_val, {"samples": (d.x_aug, d.y_aug)},
+                            per_user=a["per_user"], seeds=a["seeds"], image_size=classifier.image_size,
+                            steps=a["steps"], real_share=config.real_share, real_only=arm not in kept))
+            for arm, a in arms.items()}
 
 
 def augmentation(d: Inputs, arms: dict[str, tuple[dict, list[Job]]], scores: dict[str, list[dict[str, float]]],
@@ -250,7 +261,7 @@ def augmentation(d: Inputs, arms: dict[str, tuple[dict, list[Job]]], scores: dic
         return section
     for arm, (a, _) in arms.items():
         aug = gain_summary(scores[arm], {"samples": (d.x_aug, d.y_aug)}, per_user=a["per_user"], seeds=a["seeds"],
-                           real_share=real_share)
+                           real_share=real_share, real_only_scores=a["baseline"])
         row = aug["sets"]["samples"]
         section[arm] = {
             "real_train_per_user": a["per_user"], "steps": a["steps"],
@@ -276,8 +287,10 @@ def evaluate(d: Inputs, classifier: ClassifierConfig, config: EvaluateConfig, se
     # every classifier of `tstr` and `augmentation` in one pool (`evaluate.workers` processes)
     arms = augmentation_arms(d, classifier, config, seed)
     jobs = [synthetic_to_real_job(d, seed), *(j for _, arm_jobs in arms.values() for j in arm_jobs)]
+    kept = [arm for arm, (a, _) in arms.items() if a["baseline"] is not None]
     say(f"{len(jobs)} classifiers: train on synthetic, test on real; augmentation gain (few-shot: {config.seeds} "
-        f"seeds, full: {config.full_seeds} seeds; x 2 classifiers)")
+        f"seeds, full: {config.full_seeds} seeds; "
+        + (f"the real-only ones of {' and '.join(kept)} from the `classifier` stage)" if kept else "x 2 classifiers)"))
     scores = fit_and_score(jobs, len(d.users), classifier, config.workers, say)
     metrics["tstr"] = synthetic_to_real(d, scores[0], conditional["real_val_accuracy"])
     rest = iter(scores[1:])  # the arms' scores, in the order their jobs went in

@@ -48,7 +48,7 @@ def write_plots(out: Path, d: Inputs, accuracy: dict, pairs: list[tuple[int, int
 
 def main(params_path: str = "params.yaml", split_path: str = "data/split.json",
          classifier_path: str = "models/classifier.safetensors", samples_dir: str = "data/samples",
-         sifted_dir: str | None = "data/sifted",
+         sifted_dir: str | None = "data/sifted", baselines_path: str | None = "models/classifier_baselines.json",
          metrics_path: str = "metrics/evaluate.json", plots_dir: str = "plots/evaluate",
          details_path: str | None = None) -> dict:
     p = params.read(KEYS, params_path)
@@ -58,7 +58,7 @@ def main(params_path: str = "params.yaml", split_path: str = "data/split.json",
     def say(what: str) -> None:  # a progress line per section: the stage runs for minutes
         print(f"evaluate: {what} ({time.perf_counter() - t0:.0f} s)", flush=True)
 
-    d = load_inputs(p["data.image_size"], split_path, classifier_path, samples_dir, sifted_dir)
+    d = load_inputs(p["data.image_size"], split_path, classifier_path, samples_dir, sifted_dir, baselines_path)
     say(f"{len(d.gen_files)} samples ({len(d.x_aug)} kept by `sift`), {len(d.x_train)} real train and "
         f"{len(d.x_val)} real val images loaded")
     metrics, figures = evaluate(d, p["classifier"], p["evaluate"], p["seed"], p["data.image_size"],
