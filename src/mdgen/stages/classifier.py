@@ -45,17 +45,20 @@ def main(params_path: str = "params.yaml", split_path: str = "data/split.json",
                      full_steps=config.steps)
     jobs = {arm: gain_jobs(x_train, y_train, x_val, y_val, {}, per_user=a["per_user"], seeds=a["seeds"],
                            image_size=config.image_size, steps=a["steps"]) for arm, a in arms.items()}
+    pool = [j for arm_jobs in jobs.values() for j in arm_jobs]
     # the judge: every real train image, the recipe, the seed: the full arm's first real-only classifier, if any
     full = jobs.get("full", [])
     judge = full[0] if full else Job(x_train, y_train, p["seed"], {"val": (x_val, y_val)})
     judge.keep_model = True
-    pool = [judge, *(j for arm_jobs in jobs.values() for j in arm_jobs if j is not judge)]
+    if not full:
+        pool.append(judge)
     t0 = time.perf_counter()
     results = fit_classifiers(pool, len(users), config, p["evaluate.workers"],
                               lambda line: print(f"classifier: {line} ({time.perf_counter() - t0:.0f} s)", flush=True))
     train_s = time.perf_counter() - t0
-    model = results[0][1]
-    scores = dict(zip(map(id, pool), (score for score, _ in results)))
+    model = next(m for _, m in results if m is not None)
+    rest = iter(score for score, _ in results)  # the arms' scores, in the order their jobs went in
+    kept = {arm: [next(rest) for _ in arm_jobs] for arm, arm_jobs in jobs.items()}
     pred_val = predict(model, x_val).argmax(1)
     pred_train = predict(model, x_train).argmax(1)
     per_user = per_class_accuracy(y_val, pred_val, len(users))
@@ -70,8 +73,7 @@ def main(params_path: str = "params.yaml", split_path: str = "data/split.json",
         "classifiers": len(pool),  # the judge and the real-only classifiers of `evaluate`'s augmentation arms
     }
     save_classifier(model, out, users=users)
-    write_json(baselines_path, baseline_record(arms, {arm: [scores[id(j)] for j in js] for arm, js in jobs.items()},
-                                               asdict(config), file_sha256(out)))
+    write_json(baselines_path, baseline_record(arms, kept, asdict(config), file_sha256(out)))
     write_json(details_path or details_of(metrics_path), metrics)
     write_headline(metrics_path, {"val_acc": metrics["val_accuracy"]})  # the judge's accuracy on real val
     print(f"classifier: {len(users)} users, {len(train_files)} real train images, {config.steps} steps; real val "

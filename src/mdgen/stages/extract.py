@@ -41,7 +41,8 @@ def main(params_path: str = "params.yaml", split_path: str = "data/split.json", 
         # a different noise stream per part, fixed by the seed
         tensors = encode_files(model, files, config, image_size=size, seed=p["seed"] + i, device=device,
                                desc=f"extract {part}", keep_mean=part == "val")
-        val_means = tensors.pop("mean", None)
+        if part == "val":
+            val_means = tensors.pop("mean")
         save_latents(Path(out_dir) / f"{part}.safetensors", tensors, labels, users=manifest["users"],
                      tokenizer_sha256=sha, image_size=size, sample_posterior=config.sample_posterior,
                      extra={"flip": config.flip, "seed": str(p["seed"] + i),
